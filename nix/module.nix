@@ -1,0 +1,172 @@
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.nomad.systemdDriver;
+  nomadCfg = config.services.nomad;
+  toml = pkgs.formats.toml { };
+  inherit (lib) mkOption types;
+
+  # The allow-list entry for an installed unit: a template `web@.service` admits its instances `web@*.service`.
+  unitGlob =
+    name:
+    let
+      template = builtins.match "(.*)@(\\.[^.]+)" name;
+    in
+    if template == null then name else "${builtins.elemAt template 0}@*${builtins.elemAt template 1}";
+
+  # What both the agent's plugin block and config.toml receive. Unset (null) keys are left out,
+  # so the driver's built-in default applies.
+  pluginConfig = lib.filterAttrs (_: value: value != null) (
+    cfg.settings
+    // {
+      allowed_units = lib.unique (cfg.settings.allowed_units ++ map unitGlob (lib.attrNames cfg.unitTemplates));
+    }
+  );
+in
+{
+  options.services.nomad.systemdDriver = {
+    enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether to load nomad-driver-systemd into the Nomad agent, so that jobs can use
+        `driver = "systemd"`. The driver is added to {option}`services.nomad.extraSettingsPlugins`
+        and configured through a `plugin "nomad-driver-systemd"` block, and the Nomad client is enabled.
+
+        This forces {option}`services.nomad.dropPrivileges` to `false`: the agent starts the driver
+        as its child, and the driver creates, starts and stops units through systemd on the system
+        D-Bus, which only root may do. The tasks themselves run as `DynamicUser=` (or
+        {option}`services.nomad.systemdDriver.settings.default_user`) unless a job sets `user`.
+
+        Nomad is unfree (BUSL) in nixpkgs; allow it alone, for example with
+        `nixpkgs.config.allowUnfreePredicate = pkg: builtins.elem (lib.getName pkg) [ "nomad" ];`.
+      '';
+    };
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+      description = "The nomad-driver-systemd package. Its `bin/` must hold the driver binary only.";
+    };
+
+    settings = mkOption {
+      default = { };
+      description = ''
+        The driver's plugin configuration. It becomes the `config` of the agent's
+        `plugin "nomad-driver-systemd"` block and `/etc/nomad-driver-systemd/config.toml`, which
+        `nomad-driver-systemd validate` and `list` read, so the CLI judges jobs as the agent does.
+      '';
+      example = lib.literalExpression ''
+        {
+          allowed_units = [ "backup-*.service" ];
+          denied_properties = [ "PrivateNetwork" ];
+          default_user = "nomad-task";
+        }
+      '';
+      type = types.submodule {
+        freeformType = toml.type;
+        options = {
+          enabled = mkOption {
+            type = types.bool;
+            default = true;
+            description = "Whether the driver reports itself as detected. With `false` Nomad places no systemd tasks here.";
+          };
+          slice = mkOption {
+            type = types.str;
+            default = "nomad_tasks.slice";
+            description = ''
+              Parent slice of every task unit. Not `nomad.slice`, which Nomad manages itself;
+              a `-` in a slice name means nesting (`a-b.slice` lives in `a.slice`).
+            '';
+          };
+          allowed_units = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            example = [ "web@*.service" ];
+            description = ''
+              Globs of installed units that jobs may start with `unit = "..."`. Empty refuses unit mode.
+              The units of {option}`services.nomad.systemdDriver.unitTemplates` are added automatically.
+            '';
+          };
+          allowed_properties = mkOption {
+            type = types.nullOr (types.listOf types.str);
+            default = null;
+            description = "Unit directives jobs may set in `properties`. `null` keeps the driver's built-in safe set.";
+          };
+          denied_properties = mkOption {
+            type = types.nullOr (types.listOf types.str);
+            default = null;
+            description = "Unit directives jobs may never set in `properties`. `null` keeps the driver's built-in list.";
+          };
+          default_user = mkOption {
+            type = types.str;
+            default = "";
+            description = "User of tasks whose job sets no `user`. Empty: `DynamicUser=yes`, a fresh unprivileged uid per task.";
+          };
+          allow_root = mkOption {
+            type = types.bool;
+            default = false;
+            description = "Whether tasks may run as `root` (uid 0).";
+          };
+        };
+      };
+    };
+
+    unitTemplates = mkOption {
+      type = types.attrsOf (types.coercedTo types.path builtins.readFile types.lines);
+      default = { };
+      example = lib.literalExpression ''
+        {
+          "web@.service" = '''
+            [Unit]
+            Description=Web server of Nomad allocation %i
+
+            [Service]
+            ExecStart=''${pkgs.python3.interpreter} -m http.server $NOMAD_PORT_http
+          ''';
+          "worker@.service" = ./units + "/worker@.service";
+        }
+      '';
+      description = ''
+        Units (usually templates) for jobs that use `unit = "..."`, by unit file name: the unit
+        text, or a path to a unit file. They are installed in `/etc/systemd/system` and added to
+        {option}`services.nomad.systemdDriver.settings.allowed_units`: a template `web@.service` allows `web@*.service`.
+        The driver adds Nomad's environment, resources and logging as a runtime drop-in.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = nomadCfg.enable;
+        message = "services.nomad.systemdDriver needs services.nomad.enable = true.";
+      }
+      {
+        assertion = nomadCfg.settings.client.enabled or false;
+        message = "services.nomad.systemdDriver runs tasks on Nomad clients: set services.nomad.settings.client.enabled = true.";
+      }
+    ];
+
+    services.nomad = {
+      dropPrivileges = lib.mkForce false;
+      extraSettingsPlugins = [ cfg.package ];
+      settings = {
+        client.enabled = lib.mkDefault true;
+        plugin."nomad-driver-systemd".config = pluginConfig;
+      };
+    };
+
+    environment.etc."nomad-driver-systemd/config.toml".source =
+      toml.generate "nomad-driver-systemd.toml" pluginConfig;
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.units = lib.mapAttrs (_: text: { inherit text; }) cfg.unitTemplates;
+  };
+}

@@ -1,0 +1,4 @@
+//! The operator CLI: `validate` and `list`.
+
+pub mod list;
+pub mod validate;

@@ -1,0 +1,292 @@
+//! The plugin's own configuration (`plugin "nomad-driver-systemd" { config {} }` and the CLI's TOML).
+
+use std::path::Path;
+
+use super::ConfigError;
+use super::cty::{self, Fields};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+pub const DEFAULT_SLICE: &str = "nomad_tasks.slice";
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/nomad-driver-systemd/config.toml";
+
+/// Validated plugin configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    pub enabled: bool,
+    pub slice: String,
+    pub allowed_units: Vec<String>,
+    pub allowed_properties: Vec<String>,
+    pub denied_properties: Vec<String>,
+    pub default_user: String,
+    pub allow_root: bool,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            slice: DEFAULT_SLICE.to_string(),
+            allowed_units: Vec::new(),
+            allowed_properties: Vec::new(),
+            denied_properties: Vec::new(),
+            default_user: String::new(),
+            allow_root: false,
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Decodes `SetConfigRequest.msgpack_config`; empty bytes mean defaults.
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.is_empty() {
+            return Ok(Self::default());
+        }
+        Self::from_fields(Fields::from_msgpack(bytes, "")?)
+    }
+
+    /// Parses the TOML file the CLI and the NixOS module share.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Decode(e.to_string()))?;
+        Self::from_fields(Fields::from_value(
+            cty::from_toml(toml::Value::Table(table)),
+            "",
+        )?)
+    }
+
+    /// Reads `path` if given, else the default file if it exists, else defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_FILE), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml(&text).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn from_fields(mut f: Fields) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let cfg = Self {
+            enabled: f.bool("enabled")?.unwrap_or(d.enabled),
+            slice: f.string("slice")?.unwrap_or(d.slice),
+            allowed_units: f.string_list("allowed_units")?.unwrap_or_default(),
+            allowed_properties: f.string_list("allowed_properties")?.unwrap_or_default(),
+            denied_properties: f.string_list("denied_properties")?.unwrap_or_default(),
+            default_user: f.string("default_user")?.unwrap_or_default(),
+            allow_root: f.bool("allow_root")?.unwrap_or(d.allow_root),
+        };
+        f.finish()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_slice(&self.slice)?;
+        self.unit_globs()?;
+        for (key, list) in [
+            ("allowed_properties", &self.allowed_properties),
+            ("denied_properties", &self.denied_properties),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{bad:?} is not a systemd property name"),
+                ));
+            }
+        }
+        use crate::unit::properties::PropertyPolicy;
+        for (key, result) in [
+            (
+                "allowed_properties",
+                PropertyPolicy::check_config(&self.allowed_properties, &[]),
+            ),
+            (
+                "denied_properties",
+                PropertyPolicy::check_config(&[], &self.denied_properties),
+            ),
+            (
+                "allowed_properties",
+                PropertyPolicy::check_config(&self.allowed_properties, &self.denied_properties),
+            ),
+        ] {
+            if let Err(errors) = result {
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                return Err(ConfigError::invalid(key, all.join("; ")));
+            }
+        }
+        if !self.default_user.is_empty() && !valid_user_name(&self.default_user) {
+            return Err(ConfigError::invalid(
+                "default_user",
+                format!("{:?} is not a valid user name", self.default_user),
+            ));
+        }
+        if !self.allow_root && is_root_user(&self.default_user) {
+            return Err(ConfigError::invalid(
+                "default_user",
+                "root is refused unless allow_root = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The compiled `allowed_units` globs.
+    pub fn unit_globs(&self) -> Result<GlobSet, ConfigError> {
+        let mut b = GlobSetBuilder::new();
+        for g in &self.allowed_units {
+            if g.is_empty() || g.contains('/') {
+                return Err(ConfigError::invalid(
+                    "allowed_units",
+                    format!("{g:?} is not a unit name glob"),
+                ));
+            }
+            let glob = Glob::new(g).map_err(|e| {
+                ConfigError::invalid("allowed_units", format!("{g:?}: {}", e.kind()))
+            })?;
+            b.add(glob);
+        }
+        b.build()
+            .map_err(|e| ConfigError::invalid("allowed_units", e.to_string()))
+    }
+}
+
+fn validate_slice(slice: &str) -> Result<(), ConfigError> {
+    let err = |m: &str| Err(ConfigError::invalid("slice", format!("{slice:?} {m}")));
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return err("must end in .slice");
+    };
+    if stem.is_empty()
+        || !stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    {
+        return err("is not a valid slice name");
+    }
+    if stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") {
+        return err("is not a valid slice name ('-' means nesting)");
+    }
+    // `-` nests: nomad-x.slice lives inside nomad.slice, which Nomad manages itself.
+    if stem.split('-').next() == Some("nomad") {
+        return err("would live inside nomad.slice, which Nomad manages itself");
+    }
+    Ok(())
+}
+
+/// Loose POSIX-ish user name check, or a numeric uid.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// `root` or uid 0 in any spelling.
+pub fn is_root_user(name: &str) -> bool {
+    name == "root" || (!name.is_empty() && name.bytes().all(|b| b == b'0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cty::tests::hex;
+
+    #[test]
+    fn golden_defaults_decode() {
+        let bytes = hex(
+            "87aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
+        );
+        assert_eq!(
+            PluginConfig::from_msgpack(&bytes).unwrap(),
+            PluginConfig::default()
+        );
+    }
+
+    #[test]
+    fn golden_operator_settings_decode() {
+        let bytes = hex(
+            "87aa616c6c6f775f726f6f74c3b2616c6c6f7765645f70726f7065727469657391ab446576696365416c6c6f77ad616c6c6f7765645f756e69747392b3776562736572766572402a2e73657276696365ad6170692d2a2e73657276696365ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
+        );
+        let cfg = PluginConfig::from_msgpack(&bytes).unwrap();
+        assert!(cfg.allow_root);
+        assert_eq!(cfg.allowed_units, ["webserver@*.service", "api-*.service"]);
+        assert_eq!(cfg.allowed_properties, ["DeviceAllow"]);
+        assert!(cfg.unit_globs().unwrap().is_match("webserver@abc.service"));
+    }
+
+    #[test]
+    fn empty_bytes_mean_defaults() {
+        assert_eq!(
+            PluginConfig::from_msgpack(&[]).unwrap(),
+            PluginConfig::default()
+        );
+    }
+
+    #[test]
+    fn nil_values_take_defaults() {
+        // {"enabled": nil, "slice": nil}
+        let bytes = hex("82a7656e61626c6564c0a5736c696365c0");
+        assert_eq!(
+            PluginConfig::from_msgpack(&bytes).unwrap(),
+            PluginConfig::default()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("slice = \"nomad.slice\"", "slice"),
+            ("slice = \"nomad-tasks.slice\"", "slice"),
+            ("slice = \"tasks\"", "slice"),
+            ("allowed_units = [\"web@[.service\"]", "allowed_units"),
+            (
+                "allowed_properties = [\"Memory Max\"]",
+                "allowed_properties",
+            ),
+            ("default_user = \"root\"", "default_user"),
+            ("default_user = \"a b\"", "default_user"),
+        ];
+        for (toml, key) in cases {
+            let err = PluginConfig::from_toml(toml).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{key}:")), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        // {"enabled": "yes"}
+        let bytes = hex("81a7656e61626c6564a3796573");
+        let err = PluginConfig::from_msgpack(&bytes).unwrap_err().to_string();
+        assert_eq!(err, "enabled: expected a bool, found a string");
+        let err = PluginConfig::from_toml("enabled = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "enabled: expected a bool, found a string");
+        let err = PluginConfig::from_toml("allowed_units = [\"a\", 3]")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "allowed_units[1]: expected a string, found a number");
+        let err = PluginConfig::from_toml("slise = \"x.slice\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("slise"), "{err}");
+    }
+
+    #[test]
+    fn root_allowed_when_configured() {
+        let cfg = PluginConfig::from_toml("default_user = \"root\"\nallow_root = true").unwrap();
+        assert_eq!(cfg.default_user, "root");
+    }
+}

@@ -1,0 +1,272 @@
+//! The driver core: Nomad's task operations on top of the [`Systemd`] trait. One file per
+//! operation; the gRPC layer only converts messages.
+
+mod fingerprint;
+mod monitor;
+mod recover;
+mod start;
+mod stats;
+mod stop;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, PluginConfig};
+use crate::stats::Compute;
+use crate::systemd::{Systemd, SystemdError};
+use crate::task::state::StateError;
+use crate::task::{DriverState, ExitResult, TaskState};
+use crate::unit::Mode;
+use crate::unit::plan::PlanErrors;
+
+pub use fingerprint::{Fingerprint, Health};
+pub use stats::{CpuSample, MemorySample, StatsSample};
+
+/// Signal sent by StopTask when Nomad names none (as Nomad's exec drivers do).
+pub const DEFAULT_STOP_SIGNAL: i32 = libc::SIGINT;
+
+/// Errors of driver operations; converted to gRPC statuses in one place (`grpc::status`).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("task not found for given id")]
+    NotFound,
+    #[error("task {0} was already started")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("{0}")]
+    InvalidPlan(#[from] PlanErrors),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("task is still running; destroy it with force or stop it first")]
+    StillRunning,
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Systemd(#[from] SystemdError),
+    #[error("{0}")]
+    Recover(String),
+}
+
+impl DriverError {
+    /// A retry may succeed (Nomad's RecoverableError).
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, DriverError::Systemd(e) if e.is_transient())
+    }
+}
+
+pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// A notable event for one task (Nomad's `DriverTaskEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    pub task_id: String,
+    pub alloc_id: String,
+    pub task_name: String,
+    pub message: String,
+    pub annotations: Vec<(String, String)>,
+    pub at: SystemTime,
+}
+
+/// One tracked task.
+pub struct Task {
+    pub id: String,
+    pub alloc_id: String,
+    pub name: String,
+    pub unit: String,
+    pub mode: Mode,
+    pub state: DriverState,
+    pub started_at: SystemTime,
+    status: watch::Receiver<TaskState>,
+    monitor: CancellationToken,
+}
+
+impl Task {
+    pub fn status(&self) -> TaskState {
+        self.status.borrow().clone()
+    }
+
+    fn event(&self, message: impl Into<String>) -> TaskEvent {
+        TaskEvent {
+            task_id: self.id.clone(),
+            alloc_id: self.alloc_id.clone(),
+            task_name: self.name.clone(),
+            message: message.into(),
+            annotations: Vec::new(),
+            at: SystemTime::now(),
+        }
+    }
+}
+
+/// What StartTask and RecoverTask hand back for Nomad to keep.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub state: DriverState,
+}
+
+/// Task status for InspectTask.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub id: String,
+    pub name: String,
+    pub state: TaskState,
+    pub started_at: SystemTime,
+    pub unit: String,
+}
+
+/// The driver. Generic over systemd so the core runs against the fake in unit tests.
+pub struct Driver<S: Systemd> {
+    sd: S,
+    config: RwLock<PluginConfig>,
+    compute: RwLock<Compute>,
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    events: broadcast::Sender<TaskEvent>,
+    cgroup_root: PathBuf,
+    shutdown: CancellationToken,
+}
+
+impl<S: Systemd> Driver<S> {
+    pub fn new(sd: S, cgroup_root: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Self {
+            sd,
+            config: RwLock::new(PluginConfig::default()),
+            compute: RwLock::new(Compute::fallback()),
+            tasks: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+            cgroup_root: cgroup_root.into(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn systemd(&self) -> &S {
+        &self.sd
+    }
+
+    /// Stores a validated config (SetConfig: no side effects).
+    pub fn set_config(&self, cfg: PluginConfig, compute: Option<Compute>) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg;
+        if let Some(c) = compute {
+            *self
+                .compute
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+        }
+    }
+
+    pub fn config(&self) -> PluginConfig {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn compute(&self) -> Compute {
+        *self
+            .compute
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Subscribes to task events.
+    pub fn events(&self) -> broadcast::Receiver<TaskEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, ev: TaskEvent) {
+        tracing::info!(task_id = %ev.task_id, "{}", ev.message);
+        let _ = self.events.send(ev);
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Task>> {
+        self.lock_tasks()
+            .get(id)
+            .cloned()
+            .ok_or(DriverError::NotFound)
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Task>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ids of tracked tasks.
+    pub fn task_ids(&self) -> Vec<String> {
+        self.lock_tasks().keys().cloned().collect()
+    }
+
+    /// Blocks until the task exits; the stored result is returned to late callers too.
+    pub async fn wait(&self, id: &str) -> Result<ExitResult> {
+        let task = self.get(id)?;
+        let mut rx = task.status.clone();
+        loop {
+            if let TaskState::Exited { result, .. } = &*rx.borrow_and_update() {
+                return Ok(result.clone());
+            }
+            if rx.changed().await.is_err() {
+                // the monitor went away: the task was destroyed while we waited
+                return Err(DriverError::NotFound);
+            }
+        }
+    }
+
+    pub fn inspect(&self, id: &str) -> Result<Inspection> {
+        let t = self.get(id)?;
+        Ok(Inspection {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            state: t.status(),
+            started_at: t.started_at,
+            unit: t.unit.clone(),
+        })
+    }
+
+    /// Delivers a signal by Nomad name to the task's main process.
+    pub async fn signal(&self, id: &str, signal: &str) -> Result<()> {
+        let task = self.get(id)?;
+        let sig = crate::task::status::signal_number(signal)
+            .ok_or_else(|| DriverError::InvalidArgument(format!("unknown signal {signal:?}")))?;
+        if task.status().exit().is_some() {
+            return Err(DriverError::InvalidArgument(
+                "task has already exited".into(),
+            ));
+        }
+        self.sd
+            .kill_unit(&task.unit, crate::systemd::KillWho::Main, sig)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops watching everything (plugin shutdown). Tasks keep running.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    fn track(&self, task: Arc<Task>) -> Result<()> {
+        let mut tasks = self.lock_tasks();
+        if tasks.contains_key(&task.id) {
+            task.monitor.cancel();
+            return Err(DriverError::AlreadyExists(task.id.clone()));
+        }
+        tasks.insert(task.id.clone(), task);
+        Ok(())
+    }
+}
+
+/// ns since the epoch.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! One monitor per task: the only writer of the task's status. It reads the unit after every
+//! change systemd signals (subscribe first, then read), never polls, and never turns a bus
+//! error into a task exit.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Driver, TaskEvent};
+use crate::systemd::{Systemd, UnitStatus};
+use crate::task::status::exit_result;
+use crate::task::{ExitResult, TaskState};
+
+/// What the monitor knows when it starts.
+pub(super) struct MonitorSpec {
+    pub unit: String,
+    pub invocation_id: String,
+    pub event: TaskEvent,
+}
+
+/// Decides the task's state from one reading.
+pub(super) fn judge(st: Option<&UnitStatus>, unit: &str, invocation: &str) -> TaskState {
+    let exited = |result| TaskState::Exited {
+        result,
+        at: SystemTime::now(),
+    };
+    let Some(st) = st else {
+        return exited(ExitResult::lost(format!(
+            "unit {unit} is gone (reset or removed outside the driver)"
+        )));
+    };
+    if !invocation.is_empty() && !st.invocation_id.is_empty() && st.invocation_id != invocation {
+        return exited(ExitResult::lost(format!(
+            "unit {unit} was restarted outside Nomad (invocation {} is not ours)",
+            st.invocation_id
+        )));
+    }
+    if let Some(r) = exit_result(st) {
+        return exited(r);
+    }
+    if st.is_dead() && st.main_pid == 0 {
+        return exited(ExitResult::lost(format!(
+            "unit {unit} is {} without an exit status",
+            st.active_state
+        )));
+    }
+    TaskState::Running
+}
+
+impl<S: Systemd> Driver<S> {
+    /// Starts the monitor; `changes` must have been subscribed before `first` was read.
+    pub(super) fn spawn_monitor(
+        self: &Arc<Self>,
+        spec: MonitorSpec,
+        mut changes: watch::Receiver<u64>,
+        first: Option<UnitStatus>,
+    ) -> (watch::Receiver<TaskState>, CancellationToken) {
+        let initial = judge(first.as_ref(), &spec.unit, &spec.invocation_id);
+        let (tx, rx) = watch::channel(initial.clone());
+        let cancel = self.shutdown.child_token();
+        if matches!(initial, TaskState::Exited { .. }) {
+            self.report_exit(&spec, &initial);
+            return (rx, cancel);
+        }
+        let this = Arc::clone(self);
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // the systemd client dropped our channel; re-subscribe
+                            match this.sd.watch(&spec.unit).await {
+                                Ok(c) => changes = c,
+                                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                            }
+                        }
+                    }
+                }
+                match this.sd.status(&spec.unit).await {
+                    Ok(st) => {
+                        let state = judge(st.as_ref(), &spec.unit, &spec.invocation_id);
+                        if matches!(state, TaskState::Exited { .. }) {
+                            this.report_exit(&spec, &state);
+                            let _ = tx.send(state);
+                            // keep `tx` alive until the task is destroyed, so waiters see the result
+                            token.cancelled().await;
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(unit = %spec.unit, error = %e, "cannot read unit status; waiting for the bus");
+                    }
+                }
+            }
+        });
+        (rx, cancel)
+    }
+
+    fn report_exit(&self, spec: &MonitorSpec, state: &TaskState) {
+        if let Some(r) = state.exit() {
+            if r.oom_killed {
+                let mut ev = spec.event.clone();
+                ev.message = format!("unit {} was killed by the OOM killer", spec.unit);
+                ev.annotations.push(("oom_killed".into(), "true".into()));
+                ev.at = SystemTime::now();
+                self.emit(ev);
+            }
+            tracing::info!(unit = %spec.unit, exit_code = r.exit_code, signal = r.signal, oom = r.oom_killed, "task exited");
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Protobuf ↔ domain conversions, the only place that knows both shapes.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use crate::config::schema::Spec;
+use crate::driver::{Fingerprint, Health, StatsSample, TaskEvent};
+use crate::proto::{base, drivers, hclspec, structs};
+use crate::stats::{Compute, CoreSpeed, compute_from_cores};
+use crate::task::spec::{DeviceSpec, MountSpec, Resources};
+use crate::task::{ExitResult, TaskSpec};
+
+/// Our schema tree → hclspec.
+pub fn spec(s: &Spec) -> hclspec::Spec {
+    use hclspec::spec::Block;
+    let block = match s {
+        Spec::Object(fields) => Block::Object(hclspec::Object {
+            attributes: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), spec(v)))
+                .collect(),
+        }),
+        Spec::Attr { ty, required } => Block::Attr(hclspec::Attr {
+            name: String::new(),
+            r#type: (*ty).to_string(),
+            required: *required,
+        }),
+        Spec::BlockAttrs { ty } => Block::BlockAttrs(hclspec::BlockAttrs {
+            name: String::new(),
+            r#type: (*ty).to_string(),
+            required: false,
+        }),
+        Spec::Default { primary, default } => Block::Default(Box::new(hclspec::Default {
+            primary: Some(Box::new(spec(primary))),
+            default: Some(Box::new(spec(default))),
+        })),
+        Spec::Literal(v) => Block::Literal(hclspec::Literal {
+            value: (*v).to_string(),
+        }),
+    };
+    hclspec::Spec { block: Some(block) }
+}
+
+/// Nomad's TaskConfig → our task spec.
+pub fn task_spec(c: &drivers::TaskConfig) -> TaskSpec {
+    let res = c.resources.as_ref();
+    let alloc = res.and_then(|r| r.allocated_resources.as_ref());
+    let linux = res.and_then(|r| r.linux_resources.as_ref());
+    let network_ns = c
+        .network_isolation_spec
+        .as_ref()
+        .filter(|n| {
+            n.mode == drivers::network_isolation_spec::NetworkIsolationMode::Group as i32
+                && !n.path.is_empty()
+        })
+        .map(|n| n.path.clone());
+    TaskSpec {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        alloc_id: c.alloc_id.clone(),
+        alloc_dir: c.alloc_dir.clone(),
+        job_name: c.job_name.clone(),
+        job_id: c.job_id.clone(),
+        group: c.task_group_name.clone(),
+        namespace: c.namespace.clone(),
+        env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        user: c.user.clone(),
+        resources: Resources {
+            cpu_mhz: alloc
+                .and_then(|a| a.cpu.as_ref())
+                .map(|c| c.cpu_shares)
+                .or_else(|| linux.map(|l| l.cpu_shares))
+                .unwrap_or(0),
+            memory_mb: alloc
+                .and_then(|a| a.memory.as_ref())
+                .map(|m| m.memory_mb)
+                .unwrap_or(0),
+            memory_max_mb: alloc
+                .and_then(|a| a.memory.as_ref())
+                .map(|m| m.memory_max_mb)
+                .unwrap_or(0),
+            cpuset_cpus: linux.map(|l| l.cpuset_cpus.clone()).unwrap_or_default(),
+        },
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| MountSpec {
+                host_path: m.host_path.clone(),
+                task_path: m.task_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect(),
+        devices: c
+            .devices
+            .iter()
+            .map(|d| DeviceSpec {
+                host_path: d.host_path.clone(),
+                task_path: d.task_path.clone(),
+                permissions: d.cgroup_permissions.clone(),
+            })
+            .collect(),
+        stdout_path: c.stdout_path.clone(),
+        stderr_path: c.stderr_path.clone(),
+        network_ns,
+    }
+}
+
+/// Node compute from SetConfig's topology (spec §3), if Nomad sent one.
+pub fn compute(cfg: Option<&base::NomadConfig>) -> Option<Compute> {
+    let topo = cfg?.driver.as_ref()?.topology.as_ref()?;
+    let cores: Vec<CoreSpeed> = topo
+        .cores
+        .iter()
+        .map(|c| CoreSpeed {
+            base_mhz: c.base_speed,
+            max_mhz: c.max_speed,
+            guess_mhz: c.guess_speed,
+        })
+        .collect();
+    Some(compute_from_cores(topo.override_total_compute, &cores))
+}
+
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+/// Go's zero `time.Time`, which Nomad reads as "not set".
+pub fn go_zero_time() -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: -62_135_596_800,
+        nanos: 0,
+    }
+}
+
+pub fn exit_result(r: &ExitResult) -> drivers::ExitResult {
+    drivers::ExitResult {
+        exit_code: r.exit_code,
+        signal: r.signal,
+        oom_killed: r.oom_killed,
+    }
+}
+
+pub fn event(e: &TaskEvent) -> drivers::DriverTaskEvent {
+    drivers::DriverTaskEvent {
+        task_id: e.task_id.clone(),
+        alloc_id: e.alloc_id.clone(),
+        task_name: e.task_name.clone(),
+        timestamp: Some(timestamp(e.at)),
+        message: e.message.clone(),
+        annotations: e.annotations.iter().cloned().collect(),
+    }
+}
+
+pub fn fingerprint(f: &Fingerprint) -> drivers::FingerprintResponse {
+    use drivers::fingerprint_response::HealthState;
+    let health = match f.health {
+        Health::Undetected => HealthState::Undetected,
+        Health::Unhealthy => HealthState::Unhealthy,
+        Health::Healthy => HealthState::Healthy,
+    };
+    drivers::FingerprintResponse {
+        attributes: f
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    structs::Attribute {
+                        value: Some(structs::attribute::Value::StringVal(v.clone())),
+                        unit: String::new(),
+                    },
+                )
+            })
+            .collect(),
+        health: health as i32,
+        health_description: f.description.clone(),
+        err: String::new(),
+    }
+}
+
+/// A sample → TaskStats; `measured_fields` lists exactly what was measured.
+pub fn stats(id: &str, s: &StatsSample) -> drivers::TaskStats {
+    use drivers::cpu_usage::Fields as C;
+    use drivers::memory_usage::Fields as M;
+    let mut cpu = drivers::CpuUsage::default();
+    let mut measured = Vec::new();
+    let mut f = |v: Option<f64>, field: C, slot: &mut f64| {
+        if let Some(v) = v {
+            *slot = v;
+            measured.push(field as i32);
+        }
+    };
+    f(s.cpu.percent, C::Percent, &mut cpu.percent);
+    f(s.cpu.user_percent, C::UserMode, &mut cpu.user_mode);
+    f(s.cpu.system_percent, C::SystemMode, &mut cpu.system_mode);
+    f(s.cpu.total_ticks, C::TotalTicks, &mut cpu.total_ticks);
+    if let Some(v) = s.cpu.throttled_periods {
+        cpu.throttled_periods = v;
+        measured.push(C::ThrottledPeriods as i32);
+    }
+    if let Some(v) = s.cpu.throttled_time_ns {
+        cpu.throttled_time = v;
+        measured.push(C::ThrottledTime as i32);
+    }
+    cpu.measured_fields = measured;
+    let mut mem = drivers::MemoryUsage::default();
+    let m = &s.memory;
+    for (v, field, slot) in [
+        (m.rss, M::Rss, &mut mem.rss),
+        (m.cache, M::Cache, &mut mem.cache),
+        (m.usage, M::Usage, &mut mem.usage),
+        (m.max_usage, M::MaxUsage, &mut mem.max_usage),
+        (m.swap, M::Swap, &mut mem.swap),
+        (m.kernel_usage, M::KernelUsage, &mut mem.kernel_usage),
+        (
+            m.kernel_max_usage,
+            M::KernelMaxUsage,
+            &mut mem.kernel_max_usage,
+        ),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+            mem.measured_fields.push(field as i32);
+        }
+    }
+    drivers::TaskStats {
+        id: id.to_string(),
+        timestamp: Some(timestamp(s.at)),
+        agg_resource_usage: Some(drivers::TaskResourceUsage {
+            cpu: Some(cpu),
+            memory: Some(mem),
+        }),
+        resource_usage_by_pid: HashMap::new(),
+    }
+}

@@ -1,0 +1,128 @@
+//! `nomad-driver-systemd`: the Nomad plugin (no subcommand, launched by Nomad) and the operator
+//! CLI (`validate`, `list`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use nomad_driver_systemd::driver::Driver;
+use nomad_driver_systemd::systemd::DbusSystemd;
+use nomad_driver_systemd::{cli, logging, plugin};
+
+/// Where systemd keeps runtime unit files (drop-ins for unit mode go below `system/`).
+const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Nomad task driver that runs every task as a systemd unit"
+)]
+struct Cli {
+    /// Plugin log level (trace, debug, info, warn, error).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check Nomad job files (HCL2 or JSON) the way the plugin would judge their systemd tasks.
+    Validate {
+        /// Plugin config (TOML); default /etc/nomad-driver-systemd/config.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Job files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the units this driver manages on this host.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_plugin(cli.log_level),
+        Some(Command::Validate {
+            config,
+            json,
+            files,
+        }) => cli::validate::run(config.as_deref(), &files, json),
+        Some(Command::List { config, json }) => cli::list::run(config.as_deref(), json),
+    }
+}
+
+fn say(msg: &str) {
+    // stderr may be gone; never panic over it
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn run_plugin(level: tracing::Level) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    if !plugin::launched_by_nomad(&env) {
+        say(plugin::NOT_A_PLUGIN_HOST);
+        return ExitCode::from(1);
+    }
+    if let Err(e) = plugin::negotiate(&env) {
+        say(&e);
+        return ExitCode::from(1);
+    }
+    logging::init(level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve_plugin(&env)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "plugin failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve_plugin(env: plugin::Env<'_>) -> Result<(), Box<dyn std::error::Error>> {
+    let path = plugin::socket_path(env);
+    let listener = plugin::listen(&path, env)?;
+    // Nomad's Ctrl-C reaches us too (same process group); tasks and plugin stay up.
+    tokio::spawn(async {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            tracing::debug!("ignoring SIGINT: the plugin stops only when Nomad asks");
+        }
+    });
+    // The runtime dir can be redirected (tests reach a private systemd's /run from outside).
+    let runtime_dir = env("NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| SYSTEMD_RUNTIME_DIR.to_string());
+    let systemd = DbusSystemd::new(runtime_dir);
+    let driver = Driver::new(systemd.clone(), CGROUP_ROOT);
+    let shutdown = CancellationToken::new();
+    plugin::write_handshake(&path)?;
+    tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "plugin serving");
+    let served = plugin::serve(listener, driver.clone(), shutdown).await;
+    driver.shutdown();
+    systemd.close();
+    let _ = std::fs::remove_file(&path);
+    tracing::debug!("plugin exiting; tasks keep running");
+    served.map_err(Into::into)
+}

@@ -1,0 +1,546 @@
+//! The real systemd client: one long-lived system-bus connection, one dispatcher task that
+//! routes `PropertiesChanged` to per-unit watchers and `JobRemoved` to job waiters, and
+//! reconnects when the bus goes away.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use zbus::zvariant::{Array, OwnedObjectPath, OwnedValue, Signature, StructureBuilder, Value};
+use zbus::{Connection, MatchRule, MessageStream, message};
+
+use super::{DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitStatus, unit_object_path};
+use crate::unit::value::DValue;
+
+const DEST: &str = "org.freedesktop.systemd1";
+const PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const PROPS_IFACE: &str = "org.freedesktop.DBus.Properties";
+/// Finished jobs nobody waits for yet are kept this long (their waiter may be just behind).
+const DONE_JOBS_KEPT: usize = 4096;
+
+/// A systemd client on the system bus. Cheap to clone. Connects on first use, not before.
+#[derive(Clone)]
+pub struct DbusSystemd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    watchers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    jobs: Mutex<Jobs>,
+    reload_lock: tokio::sync::Mutex<()>,
+    reload_requested: AtomicU64,
+    reload_done: AtomicU64,
+    reloads: AtomicU64,
+    runtime_dir: PathBuf,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct Jobs {
+    waiting: HashMap<String, oneshot::Sender<Result<String>>>,
+    done: HashMap<String, String>,
+    done_order: VecDeque<String>,
+}
+
+impl DbusSystemd {
+    /// A client for the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured). Drop-ins go under
+    /// `<runtime_dir>/system/` (normally `/run/systemd`).
+    pub fn new(runtime_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn: tokio::sync::Mutex::new(None),
+                watchers: Mutex::new(HashMap::new()),
+                jobs: Mutex::new(Jobs::default()),
+                reload_lock: tokio::sync::Mutex::new(()),
+                reload_requested: AtomicU64::new(0),
+                reload_done: AtomicU64::new(0),
+                reloads: AtomicU64::new(0),
+                runtime_dir: runtime_dir.into(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Stops the dispatcher task.
+    pub fn close(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    async fn conn(&self) -> Result<Connection> {
+        let mut guard = self.inner.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let (conn, streams) = connect().await?;
+        *guard = Some(conn.clone());
+        drop(guard);
+        let this = self.clone();
+        tokio::spawn(async move { this.dispatch(streams).await });
+        Ok(conn)
+    }
+
+    /// Routes signals until the connection ends, then reconnects and wakes every watcher.
+    async fn dispatch(self, mut streams: Streams) {
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                msg = streams.next() => match msg {
+                    Some(Ok(msg)) => self.route(&msg),
+                    Some(Err(e)) => tracing::debug!(error = %e, "bad message on the bus"),
+                    None => {
+                        tracing::warn!("system bus connection lost; reconnecting");
+                        *self.inner.conn.lock().await = None;
+                        self.fail_waiters("the bus connection was lost while waiting for a job");
+                        streams = match self.reconnect().await {
+                            Some(s) => s,
+                            None => return,
+                        };
+                        self.wake_all();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&self) -> Option<Streams> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match connect().await {
+                Ok((conn, streams)) => {
+                    *self.inner.conn.lock().await = Some(conn);
+                    tracing::info!("system bus connection restored");
+                    return Some(streams);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reconnect failed");
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn route(&self, msg: &zbus::Message) {
+        let header = msg.header();
+        let member = header.member().map(|m| m.as_str().to_owned());
+        match member.as_deref() {
+            Some("JobRemoved") => {
+                if let Ok((_id, job, _unit, result)) =
+                    msg.body()
+                        .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                {
+                    self.job_finished(job.as_str(), result);
+                }
+            }
+            Some("PropertiesChanged") => {
+                if let Some(path) = header.path() {
+                    let mut watchers = lock(&self.inner.watchers);
+                    if let Some(tx) = watchers.get(path.as_str()) {
+                        if tx.receiver_count() == 0 {
+                            watchers.remove(path.as_str());
+                        } else {
+                            tx.send_modify(|n| *n += 1);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn job_finished(&self, job: &str, result: String) {
+        let mut jobs = lock(&self.inner.jobs);
+        if let Some(tx) = jobs.waiting.remove(job) {
+            let _ = tx.send(Ok(result));
+            return;
+        }
+        jobs.done.insert(job.to_string(), result);
+        jobs.done_order.push_back(job.to_string());
+        while jobs.done_order.len() > DONE_JOBS_KEPT {
+            if let Some(old) = jobs.done_order.pop_front() {
+                jobs.done.remove(&old);
+            }
+        }
+    }
+
+    fn fail_waiters(&self, why: &str) {
+        let mut jobs = lock(&self.inner.jobs);
+        for (_, tx) in jobs.waiting.drain() {
+            let _ = tx.send(Err(SystemdError::Unreachable(why.to_string())));
+        }
+    }
+
+    fn wake_all(&self) {
+        let mut watchers = lock(&self.inner.watchers);
+        watchers.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in watchers.values() {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Waits for a job's `JobRemoved`; the signal may have arrived before we ask.
+    async fn wait_job(&self, job: &OwnedObjectPath) -> Result<String> {
+        let rx = {
+            let mut jobs = lock(&self.inner.jobs);
+            if let Some(result) = jobs.done.remove(job.as_str()) {
+                return Ok(result);
+            }
+            let (tx, rx) = oneshot::channel();
+            jobs.waiting.insert(job.as_str().to_string(), tx);
+            rx
+        };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(SystemdError::Unreachable("job waiter dropped".into())),
+        }
+    }
+
+    async fn manager_call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let conn = self.conn().await?;
+        conn.call_method(Some(DEST), PATH, Some(MANAGER), method, body)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn run_job(&self, unit: &str, method: &str, reply: zbus::Message) -> Result<()> {
+        let job: OwnedObjectPath = reply.body().deserialize().map_err(map_err)?;
+        let result = self.wait_job(&job).await?;
+        tracing::debug!(unit, method, result, "job finished");
+        if result == "done" {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                result,
+            })
+        }
+    }
+
+    async fn get_all(&self, path: &str, iface: &str) -> Result<HashMap<String, OwnedValue>> {
+        let conn = self.conn().await?;
+        let reply = conn
+            .call_method(Some(DEST), path, Some(PROPS_IFACE), "GetAll", &(iface,))
+            .await
+            .map_err(map_err)?;
+        reply.body().deserialize().map_err(map_err)
+    }
+
+    fn dropin_dir(&self, unit: &str) -> PathBuf {
+        self.inner
+            .runtime_dir
+            .join("system")
+            .join(format!("{unit}.d"))
+    }
+}
+
+type Streams = futures::stream::Select<MessageStream, MessageStream>;
+
+async fn connect() -> Result<(Connection, Streams)> {
+    let conn = zbus::connection::Builder::system()
+        .map_err(map_err)?
+        .build()
+        .await
+        .map_err(map_err)?;
+    let props = MatchRule::builder()
+        .msg_type(message::Type::Signal)
+        .sender(DEST)
+        .and_then(|b| b.interface(PROPS_IFACE))
+        .and_then(|b| b.member("PropertiesChanged"))
+        .and_then(|b| b.path_namespace("/org/freedesktop/systemd1/unit"))
+        .map_err(map_err)?
+        .build();
+    let jobs = MatchRule::builder()
+        .msg_type(message::Type::Signal)
+        .sender(DEST)
+        .and_then(|b| b.interface(MANAGER))
+        .and_then(|b| b.member("JobRemoved"))
+        .and_then(|b| b.path(PATH))
+        .map_err(map_err)?
+        .build();
+    let props = MessageStream::for_match_rule(props, &conn, Some(4096))
+        .await
+        .map_err(map_err)?;
+    let jobs = MessageStream::for_match_rule(jobs, &conn, Some(4096))
+        .await
+        .map_err(map_err)?;
+    // Signals about units flow only to subscribers.
+    conn.call_method(Some(DEST), PATH, Some(MANAGER), "Subscribe", &())
+        .await
+        .map_err(map_err)?;
+    Ok((conn, futures::stream::select(props, jobs)))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn map_err(e: zbus::Error) -> SystemdError {
+    match &e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.clone().unwrap_or_default();
+            match name.as_str() {
+                "org.freedesktop.systemd1.NoSuchUnit" => SystemdError::NoSuchUnit(msg),
+                "org.freedesktop.systemd1.UnitExists" => SystemdError::UnitExists(msg),
+                "org.freedesktop.DBus.Error.NoReply"
+                | "org.freedesktop.DBus.Error.Timeout"
+                | "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                | "org.freedesktop.DBus.Error.Disconnected" => {
+                    SystemdError::Unreachable(format!("{name}: {msg}"))
+                }
+                _ => SystemdError::Refused(format!("{msg} ({name})")),
+            }
+        }
+        zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => {
+            SystemdError::Unreachable(e.to_string())
+        }
+        _ => SystemdError::Refused(e.to_string()),
+    }
+}
+
+/// Our D-Bus value → zvariant.
+fn to_value(v: &DValue) -> Result<Value<'static>> {
+    let sig_err = |e: zbus::zvariant::Error| SystemdError::Refused(format!("bad signature: {e}"));
+    Ok(match v {
+        DValue::Bool(b) => Value::from(*b),
+        DValue::I32(i) => Value::from(*i),
+        DValue::U32(u) => Value::from(*u),
+        DValue::I64(i) => Value::from(*i),
+        DValue::U64(u) => Value::from(*u),
+        DValue::Str(s) => Value::from(s.clone()),
+        DValue::StrList(l) => Value::from(l.clone()),
+        DValue::Bytes(b) => Value::from(b.clone()),
+        DValue::Struct(fields) => {
+            let mut sb = StructureBuilder::new();
+            for f in fields {
+                sb = sb.append_field(to_value(f)?);
+            }
+            Value::from(sb.build().map_err(sig_err)?)
+        }
+        DValue::Array { sig, items } => {
+            let sig = Signature::try_from(sig.as_str())
+                .map_err(|e| SystemdError::Refused(format!("bad signature {sig:?}: {e}")))?;
+            let mut arr = Array::new(&sig);
+            for item in items {
+                arr.append(to_value(item)?).map_err(sig_err)?;
+            }
+            Value::from(arr)
+        }
+    })
+}
+
+fn prop<T>(map: &HashMap<String, OwnedValue>, key: &str) -> Option<T>
+where
+    T: TryFrom<OwnedValue>,
+{
+    map.get(key)
+        .and_then(|v| v.try_clone().ok())
+        .and_then(|v| T::try_from(v).ok())
+}
+
+/// systemd reports "not set" as `u64::MAX`.
+fn set_u64(map: &HashMap<String, OwnedValue>, key: &str) -> Option<u64> {
+    prop::<u64>(map, key).filter(|v| *v != u64::MAX)
+}
+
+impl Systemd for DbusSystemd {
+    async fn version(&self) -> Result<String> {
+        let conn = self.conn().await?;
+        let reply = conn
+            .call_method(
+                Some(DEST),
+                PATH,
+                Some(PROPS_IFACE),
+                "Get",
+                &(MANAGER, "Version"),
+            )
+            .await
+            .map_err(map_err)?;
+        let v: OwnedValue = reply.body().deserialize().map_err(map_err)?;
+        String::try_from(v).map_err(|e| SystemdError::Refused(e.to_string()))
+    }
+
+    async fn start_transient(&self, unit: &str, properties: &[(String, DValue)]) -> Result<()> {
+        let props = properties
+            .iter()
+            .map(|(k, v)| Ok((k.as_str(), to_value(v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        let reply = self
+            .manager_call("StartTransientUnit", &(unit, "fail", props, aux))
+            .await?;
+        self.run_job(unit, "StartTransientUnit", reply).await
+    }
+
+    async fn start_unit(&self, unit: &str) -> Result<()> {
+        let reply = self.manager_call("StartUnit", &(unit, "fail")).await?;
+        self.run_job(unit, "StartUnit", reply).await
+    }
+
+    async fn stop_unit(&self, unit: &str) -> Result<()> {
+        match self.manager_call("StopUnit", &(unit, "replace")).await {
+            Ok(reply) => match self.run_job(unit, "StopUnit", reply).await {
+                // "done" or, for a unit that was already stopping, "canceled"/"skipped"
+                Err(SystemdError::JobFailed { .. }) | Ok(()) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(SystemdError::NoSuchUnit(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn kill_unit(&self, unit: &str, who: KillWho, signal: i32) -> Result<()> {
+        self.manager_call("KillUnit", &(unit, who.as_str(), signal))
+            .await
+            .map(drop)
+    }
+
+    async fn reset_failed(&self, unit: &str) -> Result<()> {
+        match self.manager_call("ResetFailedUnit", &(unit,)).await {
+            Ok(_) | Err(SystemdError::NoSuchUnit(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn status(&self, unit: &str) -> Result<Option<UnitStatus>> {
+        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
+            Ok(reply) => reply.body().deserialize().map_err(map_err)?,
+            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let u = self.get_all(path.as_str(), UNIT_IFACE).await?;
+        let load_state: String = prop(&u, "LoadState").unwrap_or_default();
+        if load_state == "not-found" {
+            return Ok(None);
+        }
+        let s = self.get_all(path.as_str(), SERVICE_IFACE).await?;
+        let invocation: Vec<u8> = prop(&u, "InvocationID").unwrap_or_default();
+        Ok(Some(UnitStatus {
+            load_state,
+            active_state: prop(&u, "ActiveState").unwrap_or_default(),
+            sub_state: prop(&u, "SubState").unwrap_or_default(),
+            result: prop(&s, "Result").unwrap_or_default(),
+            main_pid: prop(&s, "MainPID").unwrap_or_default(),
+            exec_main_code: prop(&s, "ExecMainCode").unwrap_or_default(),
+            exec_main_status: prop(&s, "ExecMainStatus").unwrap_or_default(),
+            invocation_id: invocation.iter().map(|b| format!("{b:02x}")).collect(),
+            control_group: prop(&s, "ControlGroup").unwrap_or_default(),
+            exec_main_start_usec: prop(&s, "ExecMainStartTimestamp").unwrap_or_default(),
+            exec_main_exit_usec: prop(&s, "ExecMainExitTimestamp").unwrap_or_default(),
+            memory_current: set_u64(&s, "MemoryCurrent"),
+            cpu_usage_nsec: set_u64(&s, "CPUUsageNSec"),
+        }))
+    }
+
+    async fn watch(&self, unit: &str) -> Result<watch::Receiver<u64>> {
+        // connect first so the match rules exist before the caller reads the status
+        let _conn = self.conn().await?;
+        let path = unit_object_path(unit);
+        let mut watchers = lock(&self.inner.watchers);
+        let tx = watchers.entry(path).or_insert_with(|| watch::channel(0).0);
+        Ok(tx.subscribe())
+    }
+
+    async fn reload(&self) -> Result<()> {
+        let mine = self.inner.reload_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = self.inner.reload_lock.lock().await;
+        if self.inner.reload_done.load(Ordering::SeqCst) >= mine {
+            return Ok(()); // a reload that began after our request covered it
+        }
+        let covers = self.inner.reload_requested.load(Ordering::SeqCst);
+        self.manager_call("Reload", &()).await?;
+        self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+        self.inner.reload_done.store(covers, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn write_dropin(&self, unit: &str, text: &str) -> Result<()> {
+        let dir = self.dropin_dir(unit);
+        let err = |e: std::io::Error| SystemdError::DropIn {
+            unit: unit.to_string(),
+            message: e.to_string(),
+        };
+        tokio::fs::create_dir_all(&dir).await.map_err(err)?;
+        let tmp = dir.join(format!(".{DROPIN_FILE}.tmp"));
+        tokio::fs::write(&tmp, text).await.map_err(err)?;
+        tokio::fs::rename(&tmp, dir.join(DROPIN_FILE))
+            .await
+            .map_err(err)
+    }
+
+    async fn remove_dropin(&self, unit: &str) -> Result<()> {
+        let dir = self.dropin_dir(unit);
+        match tokio::fs::remove_file(dir.join(DROPIN_FILE)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SystemdError::DropIn {
+                    unit: unit.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        // the directory goes too when nothing else lives in it
+        let _ = tokio::fs::remove_dir(&dir).await;
+        Ok(())
+    }
+
+    async fn has_dropin(&self, unit: &str) -> Result<bool> {
+        Ok(
+            tokio::fs::try_exists(self.dropin_dir(unit).join(DROPIN_FILE))
+                .await
+                .unwrap_or(false),
+        )
+    }
+
+    async fn list_units(&self, patterns: &[&str]) -> Result<Vec<String>> {
+        let states: Vec<&str> = Vec::new();
+        let reply = self
+            .manager_call("ListUnitsByPatterns", &(states, patterns))
+            .await?;
+        #[allow(clippy::type_complexity)]
+        let units: Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )> = reply.body().deserialize().map_err(map_err)?;
+        Ok(units.into_iter().map(|u| u.0).collect())
+    }
+
+    async fn slice_units(&self, slice: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for unit in self.list_units(&["*.service"]).await? {
+            let u = self.get_all(&unit_object_path(&unit), UNIT_IFACE).await?;
+            if prop::<String>(&u, "Slice").as_deref() == Some(slice) {
+                out.push(unit);
+            }
+        }
+        Ok(out)
+    }
+
+    fn reload_count(&self) -> u64 {
+        self.inner.reloads.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,178 @@
+//! The systemd side: a narrow async trait over the Manager/Unit D-Bus API, a real
+//! implementation on zbus (the only module that names zbus) and an in-memory fake for tests.
+
+pub mod dbus;
+pub mod fake;
+
+use std::future::Future;
+
+use tokio::sync::watch;
+
+use crate::unit::value::DValue;
+
+pub use dbus::DbusSystemd;
+pub use fake::FakeSystemd;
+
+/// What the driver needs to know about one unit, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// The service's `Result` (`success`, `exit-code`, `signal`, `oom-kill`, ...).
+    pub result: String,
+    /// Current main process (0 once it exited).
+    pub main_pid: u32,
+    /// `CLD_EXITED` (1), `CLD_KILLED` (2), `CLD_DUMPED` (3); 0 while running.
+    pub exec_main_code: i32,
+    pub exec_main_status: i32,
+    /// Hex of the 128-bit invocation id.
+    pub invocation_id: String,
+    pub control_group: String,
+    /// µs since the epoch; 0 when unknown.
+    pub exec_main_start_usec: u64,
+    pub exec_main_exit_usec: u64,
+    pub memory_current: Option<u64>,
+    pub cpu_usage_nsec: Option<u64>,
+}
+
+/// `siginfo` codes systemd reports in `ExecMainCode`.
+pub const CLD_EXITED: i32 = 1;
+pub const CLD_KILLED: i32 = 2;
+pub const CLD_DUMPED: i32 = 3;
+
+impl UnitStatus {
+    /// The main process has run and is gone.
+    pub fn main_exited(&self) -> bool {
+        self.main_pid == 0 && self.exec_main_code != 0
+    }
+
+    /// Nothing of the unit runs any more (inactive or failed).
+    pub fn is_dead(&self) -> bool {
+        matches!(self.active_state.as_str(), "inactive" | "failed")
+    }
+}
+
+/// Which processes of a unit a signal goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillWho {
+    Main,
+    All,
+}
+
+impl KillWho {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillWho::Main => "main",
+            KillWho::All => "all",
+        }
+    }
+}
+
+/// Errors from systemd or the bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemdError {
+    /// The bus or systemd cannot be reached right now; a retry may succeed.
+    #[error("systemd is unreachable: {0}")]
+    Unreachable(String),
+    #[error("unit {0} is not loaded")]
+    NoSuchUnit(String),
+    #[error("unit {0} already exists")]
+    UnitExists(String),
+    /// The unit's job ended with a result other than `done`.
+    #[error("starting unit {unit} failed: job result {result}")]
+    JobFailed { unit: String, result: String },
+    /// systemd refused the request (bad property, permission, ...).
+    #[error("systemd refused: {0}")]
+    Refused(String),
+    #[error("drop-in for {unit}: {message}")]
+    DropIn { unit: String, message: String },
+}
+
+impl SystemdError {
+    /// Worth retrying (Nomad's RecoverableError).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SystemdError::Unreachable(_))
+    }
+}
+
+pub type Result<T, E = SystemdError> = std::result::Result<T, E>;
+
+/// The operations the driver performs on systemd. Every method is cancel-safe to drop.
+pub trait Systemd: Send + Sync + 'static {
+    /// systemd's version string; also proves the bus works.
+    fn version(&self) -> impl Future<Output = Result<String>> + Send;
+    /// `StartTransientUnit` (mode `fail`), waiting for the start job to finish.
+    fn start_transient(
+        &self,
+        unit: &str,
+        properties: &[(String, DValue)],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// `StartUnit` (mode `fail`), waiting for the start job.
+    fn start_unit(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// `StopUnit`, waiting for the job; OK when the unit is not loaded.
+    fn stop_unit(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    fn kill_unit(
+        &self,
+        unit: &str,
+        who: KillWho,
+        signal: i32,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// `ResetFailedUnit`; OK when the unit is not loaded or not failed.
+    fn reset_failed(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The unit's status, `None` when systemd has no such unit loaded.
+    fn status(&self, unit: &str) -> impl Future<Output = Result<Option<UnitStatus>>> + Send;
+    /// A receiver that changes whenever the unit's properties change or the bus reconnects.
+    /// Subscribe first, then read [`Systemd::status`]: no change is missed.
+    fn watch(&self, unit: &str) -> impl Future<Output = Result<watch::Receiver<u64>>> + Send;
+    /// `daemon-reload`; concurrent callers share reloads (one that starts after the call).
+    fn reload(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the driver's runtime drop-in for `unit`.
+    fn write_dropin(&self, unit: &str, text: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes it; OK if absent.
+    fn remove_dropin(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the driver's drop-in exists for `unit`.
+    fn has_dropin(&self, unit: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Names of loaded units matching the glob patterns.
+    fn list_units(&self, patterns: &[&str]) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Units that are children of the slice (by their `Slice` property).
+    fn slice_units(&self, slice: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// How many daemon-reloads this client has performed.
+    fn reload_count(&self) -> u64;
+}
+
+/// File name of the driver's drop-in inside `<unit>.d/`.
+pub const DROPIN_FILE: &str = "50-nomad-driver-systemd.conf";
+
+/// D-Bus object path label escaping, as systemd does for unit paths.
+pub fn unit_object_path(unit: &str) -> String {
+    let mut out = String::from("/org/freedesktop/systemd1/unit/");
+    if unit.is_empty() {
+        out.push('_');
+    }
+    for b in unit.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_escape_like_systemd() {
+        assert_eq!(
+            unit_object_path("web@a-b.service"),
+            "/org/freedesktop/systemd1/unit/web_40a_2db_2eservice"
+        );
+        assert_eq!(
+            unit_object_path("nomad-x\\x2dy.service"),
+            "/org/freedesktop/systemd1/unit/nomad_2dx_5cx2dy_2eservice"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! What Nomad asks for, as a domain type: the parts of `TaskConfig` the driver uses.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Nomad's resource allocation for the task (values in Nomad's own units).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `resources.cpu` in MHz (or the reserved cores' MHz with `cores`).
+    pub cpu_mhz: i64,
+    pub memory_mb: i64,
+    /// 0 = unset, −1 = no hard limit.
+    pub memory_max_mb: i64,
+    /// Reserved cores as a list such as `"2,3"`, empty without `cores`.
+    pub cpuset_cpus: String,
+}
+
+/// A Nomad volume mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub host_path: String,
+    pub task_path: String,
+    pub readonly: bool,
+}
+
+/// A device from a device plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    pub host_path: String,
+    pub task_path: String,
+    pub permissions: String,
+}
+
+/// One task start as Nomad describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// `<alloc_id>/<task>/<8 hex>`, new on every start.
+    pub id: String,
+    pub name: String,
+    pub alloc_id: String,
+    pub alloc_dir: String,
+    pub job_name: String,
+    pub job_id: String,
+    pub group: String,
+    pub namespace: String,
+    pub env: BTreeMap<String, String>,
+    pub user: String,
+    pub resources: Resources,
+    pub mounts: Vec<MountSpec>,
+    pub devices: Vec<DeviceSpec>,
+    pub stdout_path: String,
+    pub stderr_path: String,
+    /// Group network namespace to join (`NetworkIsolationSpec.path`), if any.
+    pub network_ns: Option<String>,
+}
+
+impl TaskSpec {
+    /// The last component of the task id (`xxxxxxxx` of `alloc/task/xxxxxxxx`).
+    pub fn id_suffix(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or(&self.id)
+    }
+}

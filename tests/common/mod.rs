@@ -1,0 +1,7 @@
+//! Test support shared by the integration tests and the benchmark.
+#![allow(dead_code)]
+
+pub mod nomad;
+pub mod plugin;
+pub mod session;
+pub mod systemd;

@@ -1,0 +1,149 @@
+//! A private systemd plus a long-lived plugin launch (SetConfig with nomad_config, Init), the
+//! way the Nomad client's driver manager sets one up.
+
+use std::time::Duration;
+
+use nomad_driver_systemd::proto::base::{NomadConfig, NomadDriverConfig, SetConfigRequest};
+use nomad_driver_systemd::proto::drivers::{
+    DestroyTaskRequest, InitRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
+    TaskConfig, WaitTaskRequest, WaitTaskResponse,
+};
+
+use super::plugin::Plugin;
+use super::systemd::PrivateSystemd;
+
+pub struct Session {
+    pub sd: PrivateSystemd,
+    pub plugin: Option<Plugin>,
+    pub config: Vec<u8>,
+}
+
+/// TOML-free plugin config: a cty-msgpack map of the given string-list / string / bool keys.
+pub fn plugin_config(pairs: &[(&str, rmpv::Value)]) -> Vec<u8> {
+    let map = rmpv::Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (rmpv::Value::from(*k), v.clone()))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &map).unwrap();
+    out
+}
+
+impl Session {
+    pub async fn new(config: Vec<u8>) -> Self {
+        let sd = PrivateSystemd::start();
+        let mut s = Self {
+            sd,
+            plugin: None,
+            config,
+        };
+        s.relaunch().await;
+        s
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DBUS_SYSTEM_BUS_ADDRESS", self.sd.bus_address()),
+            (
+                "NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR",
+                self.sd.runtime_dir().display().to_string(),
+            ),
+        ]
+    }
+
+    /// A new plugin process, set up like launch #3.
+    pub async fn relaunch(&mut self) {
+        let env = self.env();
+        let p = Plugin::launch(&env).await;
+        p.base()
+            .set_config(SetConfigRequest {
+                msgpack_config: self.config.clone(),
+                nomad_config: Some(NomadConfig {
+                    driver: Some(NomadDriverConfig {
+                        client_max_port: 14512,
+                        client_min_port: 14000,
+                        topology: None,
+                    }),
+                }),
+                plugin_api_version: "v0.1.0".into(),
+            })
+            .await
+            .expect("SetConfig");
+        p.driver().init(InitRequest {}).await.expect("Init");
+        self.plugin = Some(p);
+    }
+
+    pub fn plugin(&self) -> &Plugin {
+        self.plugin.as_ref().expect("plugin running")
+    }
+
+    /// Graceful agent shutdown: go-plugin kill, tasks untouched.
+    pub async fn stop_plugin(&mut self) {
+        let p = self.plugin.take().expect("plugin running");
+        assert!(p.kill().await, "plugin did not exit gracefully");
+    }
+
+    pub async fn start(&self, task: TaskConfig) -> Result<StartTaskResponse, tonic::Status> {
+        self.plugin()
+            .driver()
+            .start_task(StartTaskRequest { task: Some(task) })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn wait(&self, id: &str) -> WaitTaskResponse {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            self.plugin()
+                .driver()
+                .wait_task(WaitTaskRequest { task_id: id.into() }),
+        )
+        .await
+        .expect("WaitTask timed out")
+        .expect("WaitTask")
+        .into_inner()
+    }
+
+    pub async fn stop(&self, id: &str, timeout: Duration, signal: &str) {
+        self.plugin()
+            .driver()
+            .stop_task(StopTaskRequest {
+                task_id: id.into(),
+                timeout: Some(timeout.try_into().unwrap()),
+                signal: signal.into(),
+            })
+            .await
+            .expect("StopTask");
+    }
+
+    pub async fn destroy(&self, id: &str) {
+        self.plugin()
+            .driver()
+            .destroy_task(DestroyTaskRequest {
+                task_id: id.into(),
+                force: true,
+            })
+            .await
+            .expect("DestroyTask");
+    }
+
+    /// After a test: none of our units may remain loaded.
+    pub async fn assert_clean(&self) {
+        for _ in 0..50 {
+            if self.sd.nomad_units().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("units left behind: {:?}", self.sd.nomad_units());
+    }
+
+    pub async fn finish(mut self) {
+        self.assert_clean().await;
+        if let Some(p) = self.plugin.take() {
+            assert!(p.kill().await, "plugin did not exit gracefully");
+        }
+    }
+}

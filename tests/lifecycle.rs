@@ -1,0 +1,315 @@
+//! Issue 3: the task lifecycle through the real binary on a real private systemd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nomad::{Alloc, JobConfig};
+use common::session::Session;
+use common::systemd::require;
+use nomad_driver_systemd::proto::drivers::{
+    InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, TaskHandle, TaskState,
+    WaitTaskRequest,
+};
+use tonic::Code;
+
+const SECS: Duration = Duration::from_secs(10);
+
+async fn session() -> Option<Session> {
+    if !require() {
+        return None;
+    }
+    Some(Session::new(Vec::new()).await)
+}
+
+#[tokio::test]
+async fn exit_code_and_logs_reach_nomad() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("web");
+    let task = alloc.task_config(1, &JobConfig::sh("echo out; echo err >&2; exit 3"));
+    let resp = s.start(task.clone()).await.unwrap();
+    let handle = resp.handle.expect("handle");
+    assert_eq!(
+        handle.config.as_ref().map(|c| c.id.as_str()),
+        Some(task.id.as_str())
+    );
+    assert!(handle.version >= 1);
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.as_ref().unwrap().exit_code, 3, "{w:?}");
+    assert_eq!(w.err, "");
+    assert!(
+        alloc.stdout.wait_for("out", SECS),
+        "stdout: {:?}",
+        alloc.stdout.text()
+    );
+    assert!(
+        alloc.stderr.wait_for("err", SECS),
+        "stderr: {:?}",
+        alloc.stderr.text()
+    );
+    assert!(!alloc.stdout.text().contains("err"));
+    // the stored result stays until DestroyTask
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 3);
+    s.destroy(&task.id).await;
+    let err = s
+        .plugin()
+        .driver()
+        .wait_task(WaitTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn task_dirs_env_and_isolation() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("files");
+    let script = "echo task > $NOMAD_TASK_DIR/t.txt && echo alloc > $NOMAD_ALLOC_DIR/data/a.txt \
+                  && env > $NOMAD_TASK_DIR/env.txt && pwd > $NOMAD_TASK_DIR/pwd.txt \
+                  && printf '%s' \"$1\" > $NOMAD_TASK_DIR/arg.txt";
+    let job = JobConfig::command("/bin/sh", &["-c", script, "sh", "$HOME $$ ✓"]);
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(
+        w.result.unwrap().exit_code,
+        0,
+        "stderr: {}",
+        alloc.stderr.text()
+    );
+    let read =
+        |p: &str| std::fs::read_to_string(alloc.dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read("files/local/t.txt"), "task\n");
+    assert_eq!(read("alloc/data/a.txt"), "alloc\n");
+    assert_eq!(read("files/local/pwd.txt"), "/local\n");
+    // args reach the process byte for byte: systemd expands nothing
+    assert_eq!(read("files/local/arg.txt"), "$HOME $$ ✓");
+    let env = read("files/local/env.txt");
+    assert!(
+        env.contains(&format!("NOMAD_ALLOC_ID={}", alloc.id)),
+        "{env}"
+    );
+    assert!(!env.contains("NOMAD_PLUGIN_MAGIC_COOKIE"), "{env}");
+    assert!(!env.contains("PLUGIN_PROTOCOL_VERSIONS"), "{env}");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn stop_delivers_the_signal_the_task_traps() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("trap");
+    let job = JobConfig::sh(
+        "trap 'echo got-int; exit 0' INT; echo ready; while true; do sleep 0.1; done",
+    );
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    s.stop(&task.id, Duration::from_secs(10), "SIGINT").await;
+    let w = s.wait(&task.id).await;
+    assert!(
+        alloc.stdout.wait_for("got-int", SECS),
+        "{}",
+        alloc.stdout.text()
+    );
+    assert_eq!(w.result.unwrap().exit_code, 0);
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_task_ignoring_sigterm_is_killed_after_the_timeout() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("stubborn");
+    let job = JobConfig::sh("trap '' TERM; echo ready; while true; do sleep 0.1; done");
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    let t0 = std::time::Instant::now();
+    s.stop(&task.id, Duration::from_secs(1), "SIGTERM").await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert_eq!((r.signal, r.exit_code), (9, 137));
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn signal_task_and_forced_destroy() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("sig");
+    let job =
+        JobConfig::sh("trap 'echo got-usr1' USR1; echo ready; while true; do sleep 0.1; done");
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    s.plugin()
+        .driver()
+        .signal_task(SignalTaskRequest {
+            task_id: task.id.clone(),
+            signal: "SIGUSR1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        alloc.stdout.wait_for("got-usr1", SECS),
+        "{}",
+        alloc.stdout.text()
+    );
+    let unit = s.sd.nomad_units();
+    assert_eq!(unit.len(), 1);
+    let insp = s
+        .plugin()
+        .driver()
+        .inspect_task(InspectTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(insp.task.unwrap().state, TaskState::Running as i32);
+    // DestroyTask(force) on a running task kills it
+    s.destroy(&task.id).await;
+    assert_eq!(s.sd.show(&unit[0], "ActiveState"), "inactive");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_and_duplicates() {
+    let Some(s) = session().await else { return };
+    let d = s.plugin().driver();
+    let err = d
+        .clone()
+        .wait_task(WaitTaskRequest {
+            task_id: "nope/x/00000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "task not found for given id");
+    // stop and destroy of unknown ids are fine
+    s.stop("nope/x/00000000", SECS, "").await;
+    s.destroy("nope/x/00000000").await;
+    let alloc = Alloc::new("dup");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["30"]));
+    s.start(task.clone()).await.unwrap();
+    let err = s.start(task.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_binary_fails_the_start_and_leaves_nothing() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("missing");
+    let task = alloc.task_config(1, &JobConfig::command("/nonexistent/bin", &[]));
+    let err = s.start(task).await.unwrap_err();
+    assert!(err.message().contains("failed"), "{err:?}");
+    s.finish().await;
+}
+
+fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
+    // What Nomad hands back after an agent restart: no task_id, no driver config.
+    let mut handle = handle.clone();
+    if let Some(c) = handle.config.as_mut() {
+        c.msgpack_driver_config.clear();
+    }
+    RecoverTaskRequest {
+        task_id: String::new(),
+        handle: Some(handle),
+    }
+}
+
+#[tokio::test]
+async fn agent_restart_keeps_the_task_running_and_stoppable() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("survivor");
+    let task = alloc.task_config(1, &JobConfig::sh("echo ready; exec sleep 300"));
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    let unit = s.sd.nomad_units().pop().unwrap();
+    let pid = s.sd.show(&unit, "MainPID");
+    s.stop_plugin().await;
+    assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    // idempotent
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.sd.show(&unit, "MainPID"),
+        pid,
+        "the task was not restarted"
+    );
+    s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert_eq!(r.signal, 15);
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn plugin_crash_during_wait_then_recover_and_wait_again() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("crash");
+    let task = alloc.task_config(1, &JobConfig::sh("echo ready; sleep 3; exit 7"));
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    let mut waiter = s.plugin().driver();
+    let id = task.id.clone();
+    let pending =
+        tokio::spawn(async move { waiter.wait_task(WaitTaskRequest { task_id: id }).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.plugin.take().unwrap().crash();
+    // the outstanding WaitTask ends with an error, never with a fake exit
+    assert!(pending.await.unwrap().is_err());
+    // the task ends while no plugin runs
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 7, "{}", w.err);
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn recovering_a_vanished_unit_is_an_error() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("gone");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let unit = s.sd.nomad_units().pop().unwrap();
+    s.stop_plugin().await;
+    s.sd.exec(&["systemctl", "stop", &unit]);
+    s.relaunch().await;
+    let err = s
+        .plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("no longer exists"), "{err:?}");
+    assert_ne!(err.code(), Code::Unavailable);
+    s.finish().await;
+}

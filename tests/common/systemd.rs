@@ -44,7 +44,7 @@ fn boot_script(cgroup: &str) -> String {
     // Each instance gets a cgroup subtree of its own in every hierarchy, so concurrent
     // instances (and the host) never share slices.
     let mut s = format!(
-        "#!/bin/sh\nset -e\nfor d in /sys/fs/cgroup /sys/fs/cgroup/*; do\n  [ -f \"$d/cgroup.procs\" ] || continue\n  mkdir -p \"$d/{cgroup}\"\n  echo $$ > \"$d/{cgroup}/cgroup.procs\"\ndone\n"
+        "#!/bin/sh\nset -e\nfor d in /sys/fs/cgroup /sys/fs/cgroup/*; do\n  [ -f \"$d/cgroup.procs\" ] || continue\n  mkdir -p \"$d/{cgroup}\"\n  for f in cpuset.cpus cpuset.mems; do [ -f \"$d/$f\" ] && cat \"$d/$f\" > \"$d/{cgroup}/$f\"; done\n  echo $$ > \"$d/{cgroup}/cgroup.procs\"\ndone\n"
     );
     s.push_str("mount -t tmpfs -o mode=755 tmpfs /run\nmkdir -p /run/systemd/system /run/lock /run/systemd/journald.conf.d\n");
     for u in MASKED {

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod exec;
 pub mod grpc;
 pub mod logging;
 pub mod plugin;

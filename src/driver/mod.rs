@@ -1,8 +1,10 @@
 //! The driver core: Nomad's task operations on top of the [`Systemd`] trait. One file per
 //! operation; the gRPC layer only converts messages.
 
+mod exec;
 mod fingerprint;
 mod monitor;
+mod oom;
 mod recover;
 mod start;
 mod stats;
@@ -24,6 +26,7 @@ use crate::task::{DriverState, ExitResult, TaskState};
 use crate::unit::Mode;
 use crate::unit::plan::PlanErrors;
 
+pub use exec::ExecSession;
 pub use fingerprint::{Fingerprint, Health};
 pub use stats::{CpuSample, MemorySample, StatsSample};
 
@@ -51,6 +54,8 @@ pub enum DriverError {
     Systemd(#[from] SystemdError),
     #[error("{0}")]
     Recover(String),
+    #[error("exec: {0}")]
+    Exec(#[from] crate::exec::ExecError),
 }
 
 impl DriverError {
@@ -127,10 +132,18 @@ pub struct Driver<S: Systemd> {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     events: broadcast::Sender<TaskEvent>,
     cgroup_root: PathBuf,
+    layout: std::sync::OnceLock<Option<crate::stats::CgroupLayout>>,
     shutdown: CancellationToken,
 }
 
 impl<S: Systemd> Driver<S> {
+    /// The host's cgroup layout, detected on first use.
+    pub fn layout(&self) -> Option<crate::stats::CgroupLayout> {
+        *self
+            .layout
+            .get_or_init(|| crate::stats::detect_layout(&self.cgroup_root))
+    }
+
     pub fn new(sd: S, cgroup_root: impl Into<PathBuf>) -> Arc<Self> {
         Arc::new(Self {
             sd,
@@ -139,6 +152,7 @@ impl<S: Systemd> Driver<S> {
             tasks: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
             cgroup_root: cgroup_root.into(),
+            layout: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
         })
     }

@@ -3,6 +3,7 @@
 //! error into a task exit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -49,6 +50,19 @@ pub(super) fn judge(st: Option<&UnitStatus>, unit: &str, invocation: &str) -> Ta
     TaskState::Running
 }
 
+/// Folds a v1 OOM notification into an exit result.
+fn with_oom(state: TaskState, oom: &AtomicBool) -> TaskState {
+    match state {
+        TaskState::Exited { mut result, at }
+            if oom.load(Ordering::SeqCst) && result.err.is_none() =>
+        {
+            result.oom_killed = true;
+            TaskState::Exited { result, at }
+        }
+        other => other,
+    }
+}
+
 impl<S: Systemd> Driver<S> {
     /// Starts the monitor; `changes` must have been subscribed before `first` was read.
     pub(super) fn spawn_monitor(
@@ -57,9 +71,16 @@ impl<S: Systemd> Driver<S> {
         mut changes: watch::Receiver<u64>,
         first: Option<UnitStatus>,
     ) -> (watch::Receiver<TaskState>, CancellationToken) {
-        let initial = judge(first.as_ref(), &spec.unit, &spec.invocation_id);
+        let oom = Arc::new(AtomicBool::new(false));
+        let initial = with_oom(judge(first.as_ref(), &spec.unit, &spec.invocation_id), &oom);
         let (tx, rx) = watch::channel(initial.clone());
         let cancel = self.shutdown.child_token();
+        if let (TaskState::Running, Some(layout), Some(st)) = (&initial, self.layout(), &first)
+            && let Some(dir) =
+                crate::stats::v1_memory_dir(&self.cgroup_root, layout, &st.control_group)
+        {
+            super::oom::watch(dir, Arc::clone(&oom), cancel.clone());
+        }
         if matches!(initial, TaskState::Exited { .. }) {
             self.report_exit(&spec, &initial);
             return (rx, cancel);
@@ -82,7 +103,8 @@ impl<S: Systemd> Driver<S> {
                 }
                 match this.sd.status(&spec.unit).await {
                     Ok(st) => {
-                        let state = judge(st.as_ref(), &spec.unit, &spec.invocation_id);
+                        let state =
+                            with_oom(judge(st.as_ref(), &spec.unit, &spec.invocation_id), &oom);
                         if matches!(state, TaskState::Exited { .. }) {
                             this.report_exit(&spec, &state);
                             let _ = tx.send(state);

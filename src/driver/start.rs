@@ -9,6 +9,7 @@ use crate::config::TaskUserConfig;
 use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::task::state::STATE_VERSION;
 use crate::task::{DriverState, TaskSpec};
+use crate::unit::plan::{dropin_belongs_to, dropin_owner};
 use crate::unit::{Mode, UnitPlan, plan};
 
 impl<S: Systemd> Driver<S> {
@@ -25,7 +26,7 @@ impl<S: Systemd> Driver<S> {
         let changes = self.sd.watch(&plan.unit).await?;
         let (status, dropin) = match plan.mode {
             Mode::Transient => (self.start_transient(&plan).await?, false),
-            Mode::Unit => (self.start_installed(&plan).await?, true),
+            Mode::Unit => (self.start_installed(&spec.id, &plan).await?, true),
         };
         let started_at = SystemTime::now();
         let state = DriverState {
@@ -103,17 +104,8 @@ impl<S: Systemd> Driver<S> {
         self.started_status(plan, false).await
     }
 
-    async fn start_installed(&self, plan: &UnitPlan) -> Result<UnitStatus> {
-        let ours = self.sd.has_dropin(&plan.unit).await?;
-        if !ours
-            && let Some(st) = self.sd.status(&plan.unit).await?
-            && !st.is_dead()
-        {
-            return Err(DriverError::InvalidArgument(format!(
-                "config.unit: {} is already {} and was not started by this driver",
-                plan.unit, st.active_state
-            )));
-        }
+    async fn start_installed(&self, task_id: &str, plan: &UnitPlan) -> Result<UnitStatus> {
+        self.check_unit_free(task_id, &plan.unit).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
             self.sd.write_dropin(&plan.unit, text).await?;
@@ -126,6 +118,28 @@ impl<S: Systemd> Driver<S> {
             return Err(e.into());
         }
         self.started_status(plan, true).await
+    }
+
+    /// An installed unit may be started for a task unless it runs without the driver, or its
+    /// drop-in belongs to another task (two allocs naming the same unit). Refusing touches
+    /// nothing: the unit is neither stopped nor given a drop-in.
+    async fn check_unit_free(&self, task_id: &str, unit: &str) -> Result<()> {
+        match self.sd.read_dropin(unit).await? {
+            // a StartTask retried after a plugin crash: the unit is this task's
+            Some(text) if dropin_belongs_to(&text, task_id) => Ok(()),
+            Some(text) => Err(DriverError::InvalidArgument(format!(
+                "config.unit: {unit} is in use by another task ({}); name an instance unique to \
+                 the allocation, e.g. web@${{NOMAD_ALLOC_ID}}.service",
+                dropin_owner(&text).unwrap_or("owner unknown")
+            ))),
+            None => match self.sd.status(unit).await? {
+                Some(st) if !st.is_dead() => Err(DriverError::InvalidArgument(format!(
+                    "config.unit: {unit} is already {} and was not started by this driver",
+                    st.active_state
+                ))),
+                _ => Ok(()),
+            },
+        }
     }
 
     async fn started_status(&self, plan: &UnitPlan, dropin: bool) -> Result<UnitStatus> {

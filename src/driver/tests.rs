@@ -293,3 +293,44 @@ async fn unit_mode_refuses_active_units_it_did_not_start() {
         Some(s) if s == "active"
     ));
 }
+
+#[tokio::test]
+async fn unit_mode_refuses_a_unit_another_task_holds() {
+    let (d, fake) = driver();
+    let config = || crate::config::PluginConfig::from_toml("allowed_units = [\"api@*.service\"]");
+    d.set_config(config().unwrap(), None);
+    fake.install("api@shared.service");
+    let cfg = TaskUserConfig {
+        unit: Some("api@shared.service".into()),
+        ..TaskUserConfig::default()
+    };
+    d.start(spec("00000020"), cfg.clone()).await.unwrap();
+    let mine = fake.dropin("api@shared.service").unwrap();
+    // a second task naming the same unit: refused, and the first one is left alone
+    let err = d
+        .start(spec("00000021"), cfg.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config.unit: api@shared.service is in use by another task (")
+            && err.contains(&spec("00000020").id),
+        "{err}"
+    );
+    assert_eq!(fake.dropin("api@shared.service").as_ref(), Some(&mine));
+    assert!(fake.signals().is_empty());
+    // StartTask retried with the same id by a restarted plugin: the unit is this task's
+    let d2 = Driver::new(fake.clone(), "/nonexistent");
+    d2.set_config(config().unwrap(), None);
+    d2.start(spec("00000020"), cfg.clone()).await.unwrap();
+    assert!(fake.signals().is_empty());
+    d2.destroy(&spec("00000020").id, true).await.unwrap();
+    assert_eq!(fake.dropin("api@shared.service"), None);
+    // released: now the other task may have it
+    d2.start(spec("00000021"), cfg).await.unwrap();
+    assert!(
+        fake.dropin("api@shared.service")
+            .unwrap()
+            .contains(&spec("00000021").id)
+    );
+}

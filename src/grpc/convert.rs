@@ -233,3 +233,49 @@ pub fn stats(id: &str, s: &StatsSample) -> drivers::TaskStats {
         resource_usage_by_pid: HashMap::new(),
     }
 }
+
+/// One ExecTaskStreaming request → the inputs it carries (a heartbeat carries none; `setup` is
+/// handled by the caller).
+pub fn exec_inputs(m: &drivers::ExecTaskStreamingRequest) -> Vec<crate::exec::ExecInput> {
+    use crate::exec::ExecInput;
+    let mut out = Vec::new();
+    if let Some(size) = &m.tty_size
+        && let (Ok(rows), Ok(cols)) = (u16::try_from(size.height), u16::try_from(size.width))
+    {
+        out.push(ExecInput::Resize { rows, cols });
+    }
+    if let Some(stdin) = &m.stdin {
+        if !stdin.data.is_empty() {
+            out.push(ExecInput::Stdin(stdin.data.clone()));
+        }
+        if stdin.close {
+            out.push(ExecInput::StdinClose);
+        }
+    }
+    out
+}
+
+/// One exec output event → its ExecTaskStreaming response frame.
+pub fn exec_frame(o: crate::exec::ExecOutput) -> drivers::ExecTaskStreamingResponse {
+    use crate::exec::ExecOutput;
+    use drivers::ExecTaskStreamingIoOperation as Op;
+    let data = |data: Vec<u8>| Some(Op { data, close: false });
+    let close = || {
+        Some(Op {
+            data: Vec::new(),
+            close: true,
+        })
+    };
+    let mut r = drivers::ExecTaskStreamingResponse::default();
+    match o {
+        ExecOutput::Stdout(d) => r.stdout = data(d),
+        ExecOutput::Stderr(d) => r.stderr = data(d),
+        ExecOutput::StdoutClosed => r.stdout = close(),
+        ExecOutput::StderrClosed => r.stderr = close(),
+        ExecOutput::Exited(res) => {
+            r.exited = true;
+            r.result = Some(exit_result(&res));
+        }
+    }
+    r
+}

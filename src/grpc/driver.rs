@@ -38,9 +38,12 @@ fn duration(d: Option<&prost_types::Duration>) -> Duration {
 pub fn capabilities() -> DriverCapabilities {
     DriverCapabilities {
         send_signals: true,
-        exec: false,
+        exec: true,
         fs_isolation: driver_capabilities::FsIsolation::Image as i32,
-        network_isolation_modes: vec![network_isolation_spec::NetworkIsolationMode::Host as i32],
+        network_isolation_modes: vec![
+            network_isolation_spec::NetworkIsolationMode::Host as i32,
+            network_isolation_spec::NetworkIsolationMode::Group as i32,
+        ],
         must_create_network: false,
         mount_configs: driver_capabilities::MountConfigs::UnknownMounts as i32,
         disable_log_collection: false,
@@ -290,22 +293,56 @@ impl<S: Systemd> DriverRpc for DriverService<S> {
 
     async fn exec_task(
         &self,
-        _: Request<ExecTaskRequest>,
+        request: Request<ExecTaskRequest>,
     ) -> Result<Response<ExecTaskResponse>, Status> {
-        Err(Status::unimplemented(
-            "exec is not supported by this driver yet (capability exec = false)",
-        ))
+        let req = request.into_inner();
+        let out = self
+            .core
+            .exec_task(&req.task_id, req.command, duration(req.timeout.as_ref()))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ExecTaskResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            result: Some(convert::exit_result(&out.result)),
+        }))
     }
 
     type ExecTaskStreamingStream = BoxStream<ExecTaskStreamingResponse>;
 
     async fn exec_task_streaming(
         &self,
-        _: Request<Streaming<ExecTaskStreamingRequest>>,
+        request: Request<Streaming<ExecTaskStreamingRequest>>,
     ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
-        Err(Status::unimplemented(
-            "exec is not supported by this driver yet (capability exec = false)",
-        ))
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("exec stream ended before its setup message")
+        })?;
+        let setup = first.setup.clone().ok_or_else(|| {
+            Status::invalid_argument("the first exec stream message must carry setup")
+        })?;
+        let session = self
+            .core
+            .exec_streaming(&setup.task_id, setup.command, setup.tty)
+            .await
+            .map_err(to_status)?;
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(32);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
+        tokio::spawn(async move {
+            // a client half-close or error only ends the input; the session goes on
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                for input in convert::exec_inputs(&msg) {
+                    if in_tx.send(input).await.is_err() {
+                        return;
+                    }
+                }
+                next = inbound.message().await.ok().flatten();
+            }
+        });
+        tokio::spawn(session.run(in_rx, out_tx));
+        let frames = ReceiverStream::new(out_rx).map(|o| Ok(convert::exec_frame(o)));
+        Ok(Response::new(Box::pin(frames)))
     }
 
     async fn create_network(

@@ -50,6 +50,9 @@ pub fn to_status(e: DriverError) -> Status {
         | DriverError::State(_) => Code::InvalidArgument,
         DriverError::StillRunning => Code::FailedPrecondition,
         DriverError::Systemd(_) | DriverError::Recover(_) => Code::Internal,
+        DriverError::Exec(crate::exec::ExecError::NotRunning) => Code::FailedPrecondition,
+        DriverError::Exec(crate::exec::ExecError::EmptyCommand) => Code::InvalidArgument,
+        DriverError::Exec(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
 }

@@ -198,6 +198,17 @@ pub fn read_oom_kills(root: &Path, layout: CgroupLayout, cgroup: &str) -> Option
     }
 }
 
+/// The unit's directory in the v1 memory hierarchy (`None` on v2 or when absent).
+#[must_use]
+pub fn v1_memory_dir(root: &Path, layout: CgroupLayout, cgroup: &str) -> Option<PathBuf> {
+    if layout == CgroupLayout::V2 {
+        return None;
+    }
+    let rel = relative_cgroup_path(cgroup).ok()?;
+    let dir = v1::controller_dir(root, "memory")?.join(rel);
+    dir.is_dir().then_some(dir)
+}
+
 /// Parses a single-value cgroup file such as `memory.current`. Surrounding whitespace (the trailing
 /// newline) is ignored; `max` means unlimited and yields `u64::MAX`; anything else non-numeric,
 /// including negative numbers such as v1's `-1`, yields `None`.

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use zbus::zvariant::{Array, OwnedObjectPath, OwnedValue, Signature, StructureBuilder, Value};
 use zbus::{Connection, MatchRule, MessageStream, message};
 
-use super::{DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitStatus, unit_object_path};
+use super::{
+    DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitStatus, unit_object_path,
+};
 use crate::unit::value::DValue;
 
 const DEST: &str = "org.freedesktop.systemd1";
@@ -508,6 +510,17 @@ impl Systemd for DbusSystemd {
         )
     }
 
+    async fn read_dropin(&self, unit: &str) -> Result<Option<String>> {
+        match tokio::fs::read_to_string(self.dropin_dir(unit).join(DROPIN_FILE)).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SystemdError::DropIn {
+                unit: unit.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     async fn list_units(&self, patterns: &[&str]) -> Result<Vec<String>> {
         let states: Vec<&str> = Vec::new();
         let reply = self
@@ -532,12 +545,42 @@ impl Systemd for DbusSystemd {
     async fn slice_units(&self, slice: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for unit in self.list_units(&["*.service"]).await? {
-            let u = self.get_all(&unit_object_path(&unit), UNIT_IFACE).await?;
-            if prop::<String>(&u, "Slice").as_deref() == Some(slice) {
+            // `Slice` belongs to the Service interface (units with a cgroup), not to Unit
+            let s = match self.get_all(&unit_object_path(&unit), SERVICE_IFACE).await {
+                Ok(s) => s,
+                Err(e) if e.is_transient() => return Err(e),
+                // unloaded since the listing
+                Err(_) => continue,
+            };
+            if prop::<String>(&s, "Slice").as_deref() == Some(slice) {
                 out.push(unit);
             }
         }
         Ok(out)
+    }
+
+    async fn unit_info(&self, unit: &str) -> Result<Option<UnitInfo>> {
+        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
+            Ok(reply) => reply.body().deserialize().map_err(map_err)?,
+            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let u = self.get_all(path.as_str(), UNIT_IFACE).await?;
+        if prop::<String>(&u, "LoadState").as_deref() == Some("not-found") {
+            return Ok(None);
+        }
+        let s = self.get_all(path.as_str(), SERVICE_IFACE).await?;
+        Ok(Some(UnitInfo {
+            description: prop(&u, "Description").unwrap_or_default(),
+            slice: prop(&s, "Slice").unwrap_or_default(),
+            active_state: prop(&u, "ActiveState").unwrap_or_default(),
+            sub_state: prop(&u, "SubState").unwrap_or_default(),
+            state_change_usec: prop(&u, "StateChangeTimestamp").unwrap_or_default(),
+            fragment_path: prop(&u, "FragmentPath").unwrap_or_default(),
+            environment: prop(&s, "Environment").unwrap_or_default(),
+            memory_current: set_u64(&s, "MemoryCurrent"),
+            cpu_usage_nsec: set_u64(&s, "CPUUsageNSec"),
+        }))
     }
 
     fn reload_count(&self) -> u64 {

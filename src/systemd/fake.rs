@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::{CLD_EXITED, CLD_KILLED, KillWho, Result, Systemd, SystemdError, UnitStatus};
+use super::{CLD_EXITED, CLD_KILLED, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitStatus};
 use crate::unit::value::DValue;
 
 #[derive(Default)]
@@ -306,6 +306,10 @@ impl Systemd for FakeSystemd {
         Ok(self.with(|s| s.dropins.contains_key(unit)))
     }
 
+    async fn read_dropin(&self, unit: &str) -> Result<Option<String>> {
+        Ok(self.with(|s| s.dropins.get(unit).cloned()))
+    }
+
     async fn list_units(&self, _patterns: &[&str]) -> Result<Vec<String>> {
         self.check_reachable()?;
         Ok(self.loaded_units())
@@ -314,6 +318,45 @@ impl Systemd for FakeSystemd {
     async fn slice_units(&self, _slice: &str) -> Result<Vec<String>> {
         self.check_reachable()?;
         Ok(self.loaded_units())
+    }
+
+    async fn unit_info(&self, unit: &str) -> Result<Option<UnitInfo>> {
+        self.check_reachable()?;
+        let text = |props: &[(String, DValue)], name: &str| {
+            props.iter().find_map(|(k, v)| match v {
+                DValue::Str(s) if k == name => Some(s.clone()),
+                _ => None,
+            })
+        };
+        Ok(self.with(|s| {
+            let u = s
+                .units
+                .get(unit)
+                .filter(|u| u.status.load_state == "loaded")?;
+            let environment = u
+                .properties
+                .iter()
+                .find_map(|(k, v)| match v {
+                    DValue::StrList(l) if k == "Environment" => Some(l.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            Some(UnitInfo {
+                description: text(&u.properties, "Description").unwrap_or_default(),
+                slice: text(&u.properties, "Slice").unwrap_or_default(),
+                active_state: u.status.active_state.clone(),
+                sub_state: u.status.sub_state.clone(),
+                state_change_usec: u.status.exec_main_start_usec,
+                fragment_path: if s.installed.contains(unit) {
+                    format!("/etc/systemd/system/{unit}")
+                } else {
+                    String::new()
+                },
+                environment,
+                memory_current: u.status.memory_current,
+                cpu_usage_nsec: u.status.cpu_usage_nsec,
+            })
+        }))
     }
 
     fn reload_count(&self) -> u64 {

@@ -36,6 +36,23 @@ pub struct UnitStatus {
     pub cpu_usage_nsec: Option<u64>,
 }
 
+/// What `nomad-driver-systemd list` shows about a unit, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitInfo {
+    pub description: String,
+    pub slice: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// µs since the epoch of the last active-state change (`StateChangeTimestamp`); 0 if unknown.
+    pub state_change_usec: u64,
+    /// The unit file (empty for transient units).
+    pub fragment_path: String,
+    /// The service's `Environment=` assignments (`KEY=value`).
+    pub environment: Vec<String>,
+    pub memory_current: Option<u64>,
+    pub cpu_usage_nsec: Option<u64>,
+}
+
 /// `siginfo` codes systemd reports in `ExecMainCode`.
 pub const CLD_EXITED: i32 = 1;
 pub const CLD_KILLED: i32 = 2;
@@ -133,10 +150,14 @@ pub trait Systemd: Send + Sync + 'static {
     fn remove_dropin(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
     /// Whether the driver's drop-in exists for `unit`.
     fn has_dropin(&self, unit: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// The driver's drop-in for `unit`, `None` when it does not exist.
+    fn read_dropin(&self, unit: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Names of loaded units matching the glob patterns.
     fn list_units(&self, patterns: &[&str]) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Units that are children of the slice (by their `Slice` property).
     fn slice_units(&self, slice: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// What `list` shows about a unit; `None` when systemd has no such unit loaded.
+    fn unit_info(&self, unit: &str) -> impl Future<Output = Result<Option<UnitInfo>>> + Send;
     /// How many daemon-reloads this client has performed.
     fn reload_count(&self) -> u64;
 }

@@ -141,14 +141,21 @@ pub fn plan(
         (None, Mode::Unit) => None,
     };
     if let Some(dir) = work_dir {
-        b.set("WorkingDirectory", dir.clone(), DValue::Str(dir));
+        match raw_path(&dir) {
+            Ok(text) => b.set("WorkingDirectory", text, DValue::Str(dir)),
+            Err(why) => b.error("config.work_dir", format!("{dir:?} {why}")),
+        }
     }
     identity(&mut b, task, plugin, mode);
     filesystem(&mut b, task);
+    devices(&mut b, task);
     logs(&mut b, task);
     resources(&mut b, &task.resources);
     if let Some(ns) = &task.network_ns {
-        b.set("NetworkNamespacePath", ns.clone(), DValue::Str(ns.clone()));
+        match raw_path(ns) {
+            Ok(text) => b.set("NetworkNamespacePath", text, DValue::Str(ns.clone())),
+            Err(why) => b.error("network_isolation.path", format!("{ns:?} {why}")),
+        }
     }
     job_properties(&mut b, cfg, plugin);
     if mode == Mode::Transient && !b.has("Type") {
@@ -165,7 +172,7 @@ pub fn plan(
         .collect();
     let (properties, dropin) = match mode {
         Mode::Transient => (b.settings.into_iter().flat_map(|s| s.dbus).collect(), None),
-        Mode::Unit => (Vec::new(), Some(render_dropin(&b.settings))),
+        Mode::Unit => (Vec::new(), Some(render_dropin(&task.id, &b.settings))),
     };
     Ok(UnitPlan {
         unit,
@@ -329,6 +336,91 @@ fn filesystem(b: &mut Builder, task: &TaskSpec) {
     b.set("PrivateTmp", "yes", DValue::Bool(true));
 }
 
+/// Device-plugin devices: the cgroup device policy allows exactly these with their
+/// permissions (plus the standard pseudo devices `DevicePolicy=closed` keeps: null, zero, full,
+/// random, urandom, tty, ptmx, pts), and each node is bound at its task path into a private
+/// `/dev` (`PrivateDevices=yes`), so a task path that does not exist on the host is never
+/// created in the host's `/dev`. An empty task path means the host path; empty permissions
+/// mean `rwm`.
+fn devices(b: &mut Builder, task: &TaskSpec) {
+    let mut binds = Vec::new();
+    for (i, d) in task.devices.iter().enumerate() {
+        let key = format!("devices[{i}]");
+        let task_path = if d.task_path.is_empty() {
+            &d.host_path
+        } else {
+            &d.task_path
+        };
+        let perms = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
+        let mut ok = true;
+        for (field, path) in [("host_path", &d.host_path), ("task_path", task_path)] {
+            if let Err(why) = raw_path(path) {
+                b.error(format!("{key}.{field}"), format!("{path:?} {why}"));
+                ok = false;
+            }
+        }
+        if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            b.error(
+                format!("{key}.cgroup_permissions"),
+                format!("{perms:?} must be one or more of r, w, m"),
+            );
+            ok = false;
+        }
+        if !ok {
+            continue;
+        }
+        b.settings.push(Setting {
+            name: "DeviceAllow".into(),
+            text: format!("{} {perms}", quote(&d.host_path)),
+            dbus: vec![(
+                "DeviceAllow".into(),
+                DValue::Array {
+                    sig: "(ss)".into(),
+                    items: vec![DValue::Struct(vec![
+                        DValue::Str(d.host_path.clone()),
+                        DValue::Str(perms.to_string()),
+                    ])],
+                },
+            )],
+            section: Section::Service,
+        });
+        binds.push((d.host_path.clone(), task_path.clone()));
+    }
+    if binds.is_empty() {
+        return;
+    }
+    let text = binds
+        .iter()
+        .map(|(s, d)| format!("{}:{}", quote(s), quote(d)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let items = binds
+        .into_iter()
+        .map(|(s, d)| {
+            DValue::Struct(vec![
+                DValue::Str(s),
+                DValue::Str(d),
+                DValue::Bool(false),
+                DValue::U64(0),
+            ])
+        })
+        .collect();
+    b.set(
+        "BindPaths",
+        text,
+        DValue::Array {
+            sig: "(ssbt)".into(),
+            items,
+        },
+    );
+    b.set("DevicePolicy", "closed", DValue::Str("closed".into()));
+    b.set("PrivateDevices", "yes", DValue::Bool(true));
+}
+
 fn logs(b: &mut Builder, task: &TaskSpec) {
     for (key, name, path) in [
         ("stdout_path", "StandardOutput", &task.stdout_path),
@@ -336,17 +428,18 @@ fn logs(b: &mut Builder, task: &TaskSpec) {
     ] {
         if path.is_empty() || path == "/dev/null" {
             b.set(name, "null", DValue::Str("null".into()));
-        } else if !path.starts_with('/') || has_control(path) {
-            b.error(key, format!("{path:?} is not an absolute path"));
-        } else {
+            continue;
+        }
+        match raw_path(path) {
+            Err(why) => b.error(key, format!("{path:?} {why}")),
             // systemd opens Nomad's FIFO as root in the unit's exec context, so the workload
             // holds the writer and logging survives plugin restarts.
-            b.settings.push(Setting {
+            Ok(text) => b.settings.push(Setting {
                 name: name.into(),
-                text: format!("file:{}", specifier_escape(path)),
+                text: format!("file:{text}"),
                 dbus: vec![(format!("{name}File"), DValue::Str(path.clone()))],
                 section: Section::Service,
-            });
+            }),
         }
     }
 }
@@ -418,7 +511,8 @@ fn resources(b: &mut Builder, r: &Resources) {
 fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig) {
     let policy = PropertyPolicy::new(&plugin.allowed_properties, &plugin.denied_properties);
     for (name, value) in &cfg.properties {
-        let key = format!("config.properties.{name}");
+        // escaped, so that a name like "Foo\nUser" cannot break the error onto two lines
+        let key = format!("config.properties.{}", name.escape_debug());
         if let Err(e) = policy.check(name) {
             b.error(key, e.to_string());
             continue;
@@ -477,9 +571,30 @@ fn exceeds_allocation(b: &Builder, name: &str, dbus: &[(String, DValue)]) -> Opt
     }
 }
 
-fn render_dropin(settings: &[Setting]) -> String {
-    let mut out =
-        String::from("# Written by nomad-driver-systemd; removed when the task is destroyed.\n");
+/// First words of the drop-in's first line; the owning task id follows.
+const DROPIN_OWNER: &str = "# Written by nomad-driver-systemd for task ";
+const DROPIN_OWNER_END: &str = "; removed when the task is destroyed.";
+
+/// The task id a drop-in was written for (escaped as in the file), from its first line.
+pub fn dropin_owner(text: &str) -> Option<&str> {
+    text.lines()
+        .next()?
+        .strip_prefix(DROPIN_OWNER)?
+        .strip_suffix(DROPIN_OWNER_END)
+}
+
+/// Whether a drop-in was written for this task: a StartTask retried with the same id.
+pub fn dropin_belongs_to(text: &str, task_id: &str) -> bool {
+    dropin_owner(text) == Some(task_id.escape_debug().to_string().as_str())
+}
+
+fn render_dropin(task_id: &str, settings: &[Setting]) -> String {
+    // the owner line lets a retried StartTask recognise its own unit, and every other start
+    // of the same unit name see that it is taken
+    let mut out = format!(
+        "{DROPIN_OWNER}{}{DROPIN_OWNER_END}\n",
+        task_id.escape_debug()
+    );
     for (header, section) in [("[Unit]", Section::Unit), ("[Service]", Section::Service)] {
         let lines: Vec<&Setting> = settings.iter().filter(|s| s.section == section).collect();
         if lines.is_empty() {
@@ -507,6 +622,10 @@ fn render_dropin(settings: &[Setting]) -> String {
 
 /// Quotes a value for a unit file: `"..."` with C escapes, so no byte can end the line, and
 /// `%` doubled so specifiers are not expanded.
+///
+/// Control characters become `\xHH` per UTF-8 byte (systemd copies each such byte verbatim), so
+/// a C1 control such as U+0085 comes back as valid UTF-8 rather than as a lone byte that would
+/// make systemd drop the whole assignment.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -517,12 +636,35 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '%' => out.push_str("%%"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
             c => out.push(c),
         }
     }
     out.push('"');
     out
+}
+
+/// A path written as is after `Name=` (`WorkingDirectory=`, `StandardOutput=file:`,
+/// `NetworkNamespacePath=`): systemd unquotes nothing there, so what would change the line is
+/// refused — a control character ends it, a trailing backslash continues it onto the next line
+/// (swallowing the next directive), trailing spaces are stripped — and `%` is doubled.
+fn raw_path(path: &str) -> Result<String, &'static str> {
+    if !path.starts_with('/') {
+        Err("is not an absolute path")
+    } else if has_control(path) {
+        Err("contains a control character")
+    } else if path.ends_with('\\') {
+        Err("cannot end with a backslash")
+    } else if path.ends_with(char::is_whitespace) {
+        Err("cannot end with white space")
+    } else {
+        Ok(specifier_escape(path))
+    }
 }
 
 fn specifier_escape(s: &str) -> String {
@@ -531,4 +673,741 @@ fn specifier_escape(s: &str) -> String {
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod unit_mode_tests {
+    //! Unit mode: the drop-in text, read back the way systemd 252 reads it.
+    use super::*;
+
+    const ALLOC: &str = "8f3c2d1e-1111-2222-3333-444455556666";
+
+    fn spec() -> TaskSpec {
+        TaskSpec {
+            id: format!("{ALLOC}/web/0a1b2c3d"),
+            name: "web".into(),
+            alloc_id: ALLOC.into(),
+            alloc_dir: format!("/var/lib/nomad/alloc/{ALLOC}"),
+            job_name: "shop".into(),
+            group: "front".into(),
+            stdout_path: format!("/var/lib/nomad/alloc/{ALLOC}/alloc/logs/.web.stdout.fifo"),
+            stderr_path: format!("/var/lib/nomad/alloc/{ALLOC}/alloc/logs/.web.stderr.fifo"),
+            env: [("NOMAD_PORT_http", "8080"), ("NOMAD_ALLOC_ID", ALLOC)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..TaskSpec::default()
+        }
+    }
+
+    fn unit_cfg() -> TaskUserConfig {
+        TaskUserConfig {
+            unit: Some(format!("web@{ALLOC}.service")),
+            ..TaskUserConfig::default()
+        }
+    }
+
+    fn plugin() -> PluginConfig {
+        PluginConfig {
+            allowed_units: vec!["web@*.service".into(), "idle.service".into()],
+            ..PluginConfig::default()
+        }
+    }
+
+    fn dropin(task: &TaskSpec, cfg: &TaskUserConfig) -> String {
+        let p = plan(task, cfg, &plugin()).expect("plan");
+        assert_eq!(p.mode, Mode::Unit);
+        assert!(p.properties.is_empty());
+        p.dropin.expect("unit mode renders a drop-in")
+    }
+
+    fn errors(task: &TaskSpec, cfg: &TaskUserConfig, plugin: &PluginConfig) -> Vec<String> {
+        plan(task, cfg, plugin)
+            .expect_err("refused")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// systemd's line reader (`config_parse`): lines end at LF, CR or NUL; a line ending in an
+    /// odd number of backslashes continues onto the next one. Returns the logical lines.
+    fn systemd_lines(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cont: Option<String> = None;
+        for raw in text.split(['\n', '\r', '\0']) {
+            let mut line = cont.take().unwrap_or_default();
+            line.push_str(raw);
+            let trailing = line.chars().rev().take_while(|c| *c == '\\').count();
+            if trailing % 2 == 1 {
+                line.pop();
+                line.push(' ');
+                cont = Some(line);
+                continue;
+            }
+            out.push(line);
+        }
+        out.extend(cont);
+        out.retain(|l| !l.trim().is_empty());
+        out
+    }
+
+    /// `Environment=` as systemd 252 reads one word: `extract_first_word(EXTRACT_CUNESCAPE |
+    /// EXTRACT_UNQUOTE)` then specifier expansion (only `%%` is expected here), then the UTF-8
+    /// check of `env_assignment_is_valid`. `None` where systemd would ignore the assignment.
+    fn systemd_env_word(rvalue: &str) -> Option<String> {
+        let s = rvalue.trim();
+        let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+        let mut bytes = Vec::new();
+        let mut it = inner.chars();
+        while let Some(c) = it.next() {
+            match c {
+                '"' => return None, // a second word: not one assignment
+                '\\' => match it.next()? {
+                    'n' => bytes.push(b'\n'),
+                    't' => bytes.push(b'\t'),
+                    '"' => bytes.push(b'"'),
+                    '\\' => bytes.push(b'\\'),
+                    'x' => {
+                        let hex: String = [it.next()?, it.next()?].iter().collect();
+                        bytes.push(u8::from_str_radix(&hex, 16).ok()?);
+                    }
+                    _ => return None,
+                },
+                '%' => match it.next()? {
+                    '%' => bytes.push(b'%'),
+                    _ => return None, // an unexpected specifier
+                },
+                c => bytes.extend_from_slice(c.to_string().as_bytes()),
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    fn env_of(text: &str) -> Vec<String> {
+        systemd_lines(text)
+            .iter()
+            .filter_map(|l| l.strip_prefix("Environment="))
+            .map(|v| systemd_env_word(v).unwrap_or_else(|| panic!("unreadable: {v:?}")))
+            .collect()
+    }
+
+    fn directives(text: &str) -> Vec<String> {
+        systemd_lines(text)
+            .iter()
+            .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+            .map(|l| l.split_once('=').map_or(l.clone(), |(k, _)| k.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dropin_carries_what_the_driver_owns() {
+        let text = dropin(&spec(), &unit_cfg());
+        let lines = systemd_lines(&text);
+        let alloc = format!("/var/lib/nomad/alloc/{ALLOC}");
+        for want in [
+            "[Service]".to_string(),
+            "Slice=nomad_tasks.slice".into(),
+            "Restart=no".into(),
+            "RemainAfterExit=yes".into(),
+            "PrivateTmp=yes".into(),
+            format!("Environment=\"NOMAD_ALLOC_ID={ALLOC}\""),
+            "Environment=\"NOMAD_PORT_http=8080\"".into(),
+            format!(
+                "BindPaths=\"{alloc}/alloc\":\"/alloc\" \"{alloc}/web/local\":\"/local\" \"{alloc}/web/secrets\":\"/secrets\""
+            ),
+            format!("StandardOutput=file:{alloc}/alloc/logs/.web.stdout.fifo"),
+            format!("StandardError=file:{alloc}/alloc/logs/.web.stderr.fifo"),
+            "CPUAccounting=yes".into(),
+            "MemoryAccounting=yes".into(),
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // the installed unit keeps its own command, type, identity, description and cwd
+        let names = directives(&text);
+        for absent in [
+            "ExecStart",
+            "Type",
+            "User",
+            "DynamicUser",
+            "Description",
+            "WorkingDirectory",
+        ] {
+            assert!(!names.iter().any(|n| n == absent), "{absent} in\n{text}");
+        }
+        assert!(text.starts_with("# "), "{text}");
+        assert!(!text.contains("[Unit]"), "{text}");
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn dropin_identity_only_when_the_task_names_a_user() {
+        let mut task = spec();
+        task.user = "nobody".into();
+        let text = dropin(&task, &unit_cfg());
+        assert!(systemd_lines(&text).contains(&"User=nobody".to_string()));
+        assert!(!directives(&text).contains(&"DynamicUser".to_string()));
+        // a default_user applies to transient units only
+        let p = PluginConfig {
+            default_user: "nobody".into(),
+            ..plugin()
+        };
+        let d = plan(&spec(), &unit_cfg(), &p).unwrap().dropin.unwrap();
+        assert!(!directives(&d).contains(&"User".to_string()), "{d}");
+        task.user = "root".into();
+        assert_eq!(
+            errors(&task, &unit_cfg(), &plugin()),
+            [
+                "user: \"root\" refused: running tasks as root needs allow_root = true in the plugin config"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_values_cannot_start_a_line() {
+        let values = [
+            "plain",
+            "two\nlines",
+            "x\n[Service]\nExecStartPre=/bin/false",
+            "crlf\r\nUser=root",
+            "nul-free \u{1} soh",
+            "nel\u{85}User=root",
+            "ls\u{2028}ps\u{2029}",
+            "tab\there",
+            "say \"hi\"",
+            "'single'",
+            "back\\slash",
+            "ends with backslash\\",
+            "ends with two \\\\",
+            "100% %n %% %",
+            "$HOME ${PATH} $$",
+            "",
+            " leading and trailing ",
+            "ünïcødé ✓",
+            "del\u{7f}esc\u{1b}[31m",
+        ];
+        let mut task = spec();
+        task.env = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("V{i:02}"), v.to_string()))
+            .collect();
+        let text = dropin(&task, &unit_cfg());
+        // every raw line is a section header, a comment or a known directive
+        for raw in text.split('\n').filter(|l| !l.is_empty()) {
+            assert!(
+                raw.starts_with('#')
+                    || raw.starts_with('[')
+                    || raw.starts_with("Environment=\"")
+                    || directives(raw).len() == 1,
+                "{raw:?}"
+            );
+            assert!(!raw.contains(['\r', '\0', '\u{85}']), "{raw:?}");
+        }
+        let env = env_of(&text);
+        let want: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("V{i:02}={v}"))
+            .collect();
+        assert_eq!(env, want, "{text}");
+        assert_eq!(
+            directives(&text)
+                .iter()
+                .filter(|n| *n == "Environment")
+                .count(),
+            values.len()
+        );
+        assert!(
+            !directives(&text)
+                .iter()
+                .any(|n| n == "ExecStartPre" || n == "User")
+        );
+        assert_eq!(
+            systemd_lines(&text)
+                .iter()
+                .filter(|l| l.starts_with('['))
+                .count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn quote_table() {
+        for (input, want) in [
+            ("a", r#""a""#),
+            ("a b", r#""a b""#),
+            ("a\"b", r#""a\"b""#),
+            ("a\\b", r#""a\\b""#),
+            ("a\\", r#""a\\""#),
+            ("a\nb", r#""a\nb""#),
+            ("a\tb", r#""a\tb""#),
+            ("a\rb", r#""a\x0db""#),
+            ("50%", r#""50%%""#),
+            ("%n", r#""%%n""#),
+            ("\u{85}", r#""\xc2\x85""#),
+            ("\u{7f}", r#""\x7f""#),
+            ("ü", "\"ü\""),
+            ("", r#""""#),
+        ] {
+            assert_eq!(quote(input), want, "{input:?}");
+            assert_eq!(systemd_env_word(want).as_deref(), Some(input), "{want}");
+        }
+    }
+
+    #[test]
+    fn raw_paths_are_refused_or_escaped() {
+        for (dir, want) in [
+            ("/srv/100%", Ok("/srv/100%%")),
+            ("/srv/a b", Ok("/srv/a b")),
+            ("/srv/\"q\"", Ok("/srv/\"q\"")),
+            (
+                "/srv/x\n[Service]\nUser=root",
+                Err("contains a control character"),
+            ),
+            ("/srv/x\r", Err("contains a control character")),
+            ("/srv/x\\", Err("cannot end with a backslash")),
+            ("/srv/x ", Err("cannot end with white space")),
+            ("srv", Err("is not an absolute path")),
+        ] {
+            assert_eq!(raw_path(dir), want.map(str::to_string), "{dir:?}");
+        }
+    }
+
+    #[test]
+    fn work_dir_cannot_inject() {
+        let mut cfg = unit_cfg();
+        cfg.work_dir = Some("/srv\n[Service]\nUser=root".into());
+        assert_eq!(
+            errors(&spec(), &cfg, &plugin()),
+            ["config.work_dir: \"/srv\\n[Service]\\nUser=root\" contains a control character"]
+        );
+        // a trailing backslash would swallow the next line (e.g. User=) into the path
+        let mut task = spec();
+        task.user = "nobody".into();
+        cfg.work_dir = Some("/srv\\".into());
+        assert_eq!(
+            errors(&task, &cfg, &plugin()),
+            ["config.work_dir: \"/srv\\\\\" cannot end with a backslash"]
+        );
+        cfg.work_dir = Some("/srv/50%".into());
+        let text = dropin(&spec(), &cfg);
+        assert!(
+            systemd_lines(&text).contains(&"WorkingDirectory=/srv/50%%".to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn log_paths_are_checked() {
+        let mut task = spec();
+        task.stdout_path = "/logs/50%.fifo".into();
+        task.stderr_path = "/dev/null".into();
+        let lines = systemd_lines(&dropin(&task, &unit_cfg()));
+        assert!(lines.contains(&"StandardOutput=file:/logs/50%%.fifo".to_string()));
+        assert!(lines.contains(&"StandardError=null".to_string()));
+        task.stdout_path = "/logs/x\\".into();
+        task.stderr_path = "logs/relative".into();
+        assert_eq!(
+            errors(&task, &unit_cfg(), &plugin()),
+            [
+                "stdout_path: \"/logs/x\\\\\" cannot end with a backslash",
+                "stderr_path: \"logs/relative\" is not an absolute path",
+            ]
+        );
+    }
+
+    #[test]
+    fn job_properties_go_to_their_section_escaped() {
+        let mut cfg = unit_cfg();
+        cfg.properties = [
+            ("ProtectSystem", "strict"),
+            ("Description", "web 100% \"ok\""),
+            ("LimitNOFILE", "65536"),
+            ("TimeoutStopSec", "30s"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let text = dropin(&spec(), &cfg);
+        let unit_at = text.find("[Unit]\n").expect("[Unit]");
+        let service_at = text.find("[Service]\n").expect("[Service]");
+        assert!(unit_at < service_at, "{text}");
+        let unit_part = &text[unit_at..service_at];
+        assert!(
+            unit_part.contains("Description=web 100%% \"ok\"\n"),
+            "{text}"
+        );
+        let service_part = &text[service_at..];
+        for want in [
+            "ProtectSystem=strict\n",
+            "LimitNOFILE=65536\n",
+            "TimeoutStopSec=",
+        ] {
+            assert!(service_part.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn job_properties_cannot_inject_or_take_over() {
+        let mut cfg = unit_cfg();
+        cfg.properties = [
+            (
+                "ProtectSystem",
+                "strict\n[Service]\nExecStartPre=/bin/false",
+            ),
+            ("Foo\nUser", "root"),
+            ("User", "root"),
+            ("Restart", "always"),
+            ("StandardOutput", "journal"),
+            ("DeviceAllow", "/dev/sda rw"),
+            ("ExecStartPre", "/bin/false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let errs = errors(&spec(), &cfg, &plugin());
+        assert_eq!(errs.len(), 7, "{errs:#?}");
+        for (key, what) in [
+            ("DeviceAllow", "is denied by the plugin's property policy"),
+            ("ExecStartPre", "is owned by the driver"),
+            ("Foo\\nUser", "is invalid"),
+            ("ProtectSystem", "contains a control character"),
+            ("Restart", "is owned by the driver"),
+            ("StandardOutput", "is owned by the driver"),
+            ("User", "is owned by the driver"),
+        ] {
+            let prefix = format!("config.properties.{key}: ");
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&prefix) && e.contains(what)),
+                "{key}: {errs:#?}"
+            );
+        }
+        for e in &errs {
+            // one error per line, the key included
+            assert!(!e.contains('\n'), "{e}");
+        }
+        // the operator can allow a default-denied one
+        let p = PluginConfig {
+            allowed_properties: vec!["DeviceAllow".into()],
+            ..plugin()
+        };
+        let mut cfg = unit_cfg();
+        cfg.properties = [("DeviceAllow".to_string(), "/dev/null rw".to_string())].into();
+        let text = plan(&spec(), &cfg, &p).unwrap().dropin.unwrap();
+        assert!(text.contains("\nDeviceAllow=/dev/null rw\n"), "{text}");
+    }
+
+    #[test]
+    fn unit_names_and_allowed_units() {
+        let cfg = |u: &str| TaskUserConfig {
+            unit: Some(u.into()),
+            ..TaskUserConfig::default()
+        };
+        for bad in [
+            "web@x\n.service",
+            "../x.service",
+            "web@x/../../etc.service",
+            "web@x.socket",
+            "web@.service",
+            "@x.service",
+            "web@a@b.service",
+            "web x.service",
+            "web@x.service\n[Service]",
+            "",
+        ] {
+            let errs = errors(&spec(), &cfg(bad), &plugin());
+            assert_eq!(errs.len(), 1, "{bad:?}: {errs:?}");
+            assert!(
+                errs[0].starts_with("config.unit: ")
+                    && errs[0].contains("is not a service unit name"),
+                "{bad:?}: {errs:?}"
+            );
+        }
+        assert_eq!(
+            errors(&spec(), &cfg("db@x.service"), &plugin()),
+            [
+                "config.unit: \"db@x.service\" does not match the plugin's allowed_units [\"web@*.service\", \"idle.service\"]"
+            ]
+        );
+        assert_eq!(
+            errors(&spec(), &cfg("web@x.service"), &PluginConfig::default()),
+            [
+                "config.unit: \"web@x.service\" refused: unit mode is off because the plugin's allowed_units is empty"
+            ]
+        );
+        for ok in ["web@x.service", "web@a.b.service", "idle.service"] {
+            let p = plan(&spec(), &cfg(ok), &plugin()).expect(ok);
+            assert_eq!(p.unit, ok);
+            assert_eq!(p.mode, Mode::Unit);
+        }
+    }
+
+    #[test]
+    fn dropin_names_its_task() {
+        let text = dropin(&spec(), &unit_cfg());
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "# Written by nomad-driver-systemd for task {ALLOC}/web/0a1b2c3d; removed when the task is destroyed."
+            )
+        );
+        assert_eq!(
+            dropin_owner(&text),
+            Some(format!("{ALLOC}/web/0a1b2c3d").as_str())
+        );
+        assert!(dropin_belongs_to(&text, &spec().id));
+        assert!(!dropin_belongs_to(&text, &format!("{ALLOC}/web/ffffffff")));
+        assert!(!dropin_belongs_to("[Service]\nRestart=no\n", &spec().id));
+        assert_eq!(dropin_owner(""), None);
+        // an odd task id cannot break the comment line
+        let mut task = spec();
+        task.id = format!("{ALLOC}/we\nb\\/1");
+        let text = dropin(&task, &unit_cfg());
+        assert_eq!(systemd_lines(&text)[0].matches("removed when").count(), 1);
+        assert!(systemd_lines(&text)[1] == "[Service]", "{text}");
+        assert!(dropin_belongs_to(&text, &task.id));
+        assert!(!dropin_belongs_to(&text, &spec().id));
+    }
+
+    #[test]
+    fn transient_mode_renders_no_dropin() {
+        let cfg = TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        };
+        let p = plan(&spec(), &cfg, &plugin()).unwrap();
+        assert_eq!(p.mode, Mode::Transient);
+        assert!(p.dropin.is_none());
+        assert!(!p.properties.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn res(memory_mb: i64, memory_max_mb: i64) -> Resources {
+        Resources {
+            memory_mb,
+            memory_max_mb,
+            ..Resources::default()
+        }
+    }
+
+    #[test]
+    fn memory_mapping_table() {
+        let cases = [
+            // (memory, memory_max) → (MemoryLow, MemoryMax)
+            ((256, 0), (None, Some(256 * MIB))),
+            ((128, 512), (Some(128 * MIB), Some(512 * MIB))),
+            ((128, -1), (Some(128 * MIB), Some(u64::MAX))),
+            // a max below the reservation is raised to it
+            ((256, 100), (Some(256 * MIB), Some(256 * MIB))),
+            ((0, 0), (None, None)),
+            ((0, -1), (None, None)),
+        ];
+        for ((mem, max), want) in cases {
+            assert_eq!(
+                memory_limits(&res(mem, max)),
+                want,
+                "memory={mem} memory_max={max}"
+            );
+        }
+    }
+
+    #[test]
+    fn cpu_weight_table() {
+        let cases = [
+            (0, None),
+            (-5, None),
+            (1, Some(1)),
+            (2, Some(1)),
+            (100, Some(4)),
+            (1000, Some(39)),
+            (4000, Some(153)),
+            (262_144, Some(10_000)),
+            (10_000_000, Some(10_000)),
+        ];
+        for (mhz, want) in cases {
+            assert_eq!(cpu_weight(mhz), want, "{mhz} MHz");
+        }
+    }
+
+    fn task(r: Resources) -> TaskSpec {
+        TaskSpec {
+            id: "8f3c2d1e-1111-2222-3333-444455556666/web/0a1b2c3d".into(),
+            name: "web".into(),
+            alloc_id: "8f3c2d1e-1111-2222-3333-444455556666".into(),
+            alloc_dir: "/a".into(),
+            resources: r,
+            ..TaskSpec::default()
+        }
+    }
+
+    fn planned(r: Resources) -> Vec<(String, String)> {
+        let cfg = TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        };
+        plan(&task(r), &cfg, &PluginConfig::default())
+            .unwrap()
+            .settings
+    }
+
+    fn get<'a>(settings: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn cores_become_allowed_cpus_only_when_reserved() {
+        let with = planned(Resources {
+            cpu_mhz: 2000,
+            cpuset_cpus: "2,3".into(),
+            ..res(64, 0)
+        });
+        assert_eq!(get(&with, "AllowedCPUs"), Some("2,3"));
+        let without = planned(Resources {
+            cpu_mhz: 2000,
+            ..res(64, 0)
+        });
+        assert_eq!(get(&without, "AllowedCPUs"), None);
+        for s in [&with, &without] {
+            assert_eq!(get(s, "CPUAccounting"), Some("yes"));
+            assert_eq!(get(s, "MemoryAccounting"), Some("yes"));
+            assert_eq!(get(s, "TasksAccounting"), Some("yes"));
+        }
+    }
+
+    #[test]
+    fn unlimited_memory_max_is_infinity() {
+        let s = planned(res(128, -1));
+        assert_eq!(get(&s, "MemoryMax"), Some("infinity"));
+        assert_eq!(get(&s, "MemoryLow"), Some("134217728"));
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    //! Devices: DeviceAllow with permissions, binds into a private /dev, errors per field.
+    use super::*;
+    use crate::task::spec::DeviceSpec;
+
+    fn task(devices: &[(&str, &str, &str)]) -> TaskSpec {
+        TaskSpec {
+            id: "a/web/0a1b2c3d".into(),
+            name: "web".into(),
+            alloc_id: "a".into(),
+            alloc_dir: "/var/lib/nomad/alloc/a".into(),
+            devices: devices
+                .iter()
+                .map(|(h, t, p)| DeviceSpec {
+                    host_path: (*h).into(),
+                    task_path: (*t).into(),
+                    permissions: (*p).into(),
+                })
+                .collect(),
+            ..TaskSpec::default()
+        }
+    }
+
+    fn cmd() -> TaskUserConfig {
+        TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        }
+    }
+
+    fn settings(t: &TaskSpec, name: &str) -> Vec<String> {
+        plan(t, &cmd(), &PluginConfig::default())
+            .expect("plan")
+            .settings
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    #[test]
+    fn devices_become_allow_entries_and_binds() {
+        let t = task(&[
+            ("/dev/nvidia0", "/dev/nvidia0", "rw"),
+            ("/dev/fuse", "/dev/myfuse", ""),
+        ]);
+        assert_eq!(
+            settings(&t, "DeviceAllow"),
+            ["\"/dev/nvidia0\" rw", "\"/dev/fuse\" rwm"]
+        );
+        let binds = settings(&t, "BindPaths");
+        assert_eq!(binds.len(), 2, "{binds:?}");
+        assert_eq!(
+            binds[1],
+            "\"/dev/nvidia0\":\"/dev/nvidia0\" \"/dev/fuse\":\"/dev/myfuse\""
+        );
+        assert_eq!(settings(&t, "DevicePolicy"), ["closed"]);
+        assert_eq!(settings(&t, "PrivateDevices"), ["yes"]);
+        let p = plan(&t, &cmd(), &PluginConfig::default()).unwrap();
+        let allow: Vec<&DValue> = p
+            .properties
+            .iter()
+            .filter(|(n, _)| n == "DeviceAllow")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            allow[1],
+            &DValue::Array {
+                sig: "(ss)".into(),
+                items: vec![DValue::Struct(vec![
+                    DValue::Str("/dev/fuse".into()),
+                    DValue::Str("rwm".into())
+                ])]
+            }
+        );
+    }
+
+    #[test]
+    fn no_devices_no_device_settings() {
+        let t = task(&[]);
+        for name in ["DeviceAllow", "DevicePolicy", "PrivateDevices"] {
+            assert!(settings(&t, name).is_empty(), "{name}");
+        }
+        assert_eq!(settings(&t, "BindPaths").len(), 1);
+    }
+
+    #[test]
+    fn empty_task_path_means_host_path() {
+        let t = task(&[("/dev/kvm", "", "rw")]);
+        assert_eq!(settings(&t, "BindPaths")[1], "\"/dev/kvm\":\"/dev/kvm\"");
+    }
+
+    #[test]
+    fn bad_devices_name_the_field() {
+        let t = task(&[
+            ("dev/x", "/dev/x", "r"),
+            ("/dev/y", "/dev/y\n", "r"),
+            ("/dev/z", "/dev/z", "rx"),
+        ]);
+        let errs: Vec<String> = plan(&t, &cmd(), &PluginConfig::default())
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            [
+                "devices[0].host_path: \"dev/x\" is not an absolute path",
+                "devices[1].task_path: \"/dev/y\\n\" contains a control character",
+                "devices[2].cgroup_permissions: \"rx\" must be one or more of r, w, m",
+            ]
+        );
+    }
 }

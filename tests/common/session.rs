@@ -86,11 +86,22 @@ impl Session {
     }
 
     pub async fn start(&self, task: TaskConfig) -> Result<StartTaskResponse, tonic::Status> {
-        self.plugin()
-            .driver()
-            .start_task(StartTaskRequest { task: Some(task) })
+        let mut client = self.plugin().driver();
+        let call = client.start_task(StartTaskRequest { task: Some(task) });
+        self.bounded("StartTask", call)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Awaits an RPC for at most a minute; a hang fails the test with the plugin's log.
+    pub async fn bounded<T>(&self, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(Duration::from_secs(60), fut).await {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{what} hung for 60 s; plugin log:\n{}",
+                self.plugin().stderr_text()
+            ),
+        }
     }
 
     pub async fn wait(&self, id: &str) -> WaitTaskResponse {
@@ -107,26 +118,22 @@ impl Session {
     }
 
     pub async fn stop(&self, id: &str, timeout: Duration, signal: &str) {
-        self.plugin()
-            .driver()
-            .stop_task(StopTaskRequest {
-                task_id: id.into(),
-                timeout: Some(timeout.try_into().unwrap()),
-                signal: signal.into(),
-            })
-            .await
-            .expect("StopTask");
+        let mut client = self.plugin().driver();
+        let call = client.stop_task(StopTaskRequest {
+            task_id: id.into(),
+            timeout: Some(timeout.try_into().unwrap()),
+            signal: signal.into(),
+        });
+        self.bounded("StopTask", call).await.expect("StopTask");
     }
 
     pub async fn destroy(&self, id: &str) {
-        self.plugin()
-            .driver()
-            .destroy_task(DestroyTaskRequest {
-                task_id: id.into(),
-                force: true,
-            })
-            .await
-            .expect("DestroyTask");
+        let mut client = self.plugin().driver();
+        let call = client.destroy_task(DestroyTaskRequest {
+            task_id: id.into(),
+            force: true,
+        });
+        self.bounded("DestroyTask", call).await.expect("DestroyTask");
     }
 
     /// After a test: none of our units may remain loaded.

@@ -205,6 +205,7 @@ impl PrivateSystemd {
                 "--ipc",
                 "--",
             ])
+            .args(["timeout", "30"])
             .args(cmd)
             .output()
             .expect("nsenter");

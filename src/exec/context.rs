@@ -1,0 +1,231 @@
+//! A running task's execution context, captured from `/proc/<pid>` of the unit's main process:
+//! namespace and directory file descriptors, cgroups, credentials, capability bounding set,
+//! resource limits and environment. Everything is opened here, in the plugin, before any fork;
+//! the child only uses the descriptors (see `spawn`).
+
+use std::ffi::{CStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::ExecError;
+use super::procfs::{self, ProcStatus};
+
+/// Namespaces joined with `setns` in the child, in this order (the mount namespace last, as it
+/// changes the root). The pid namespace is joined by the spawning thread instead (`spawn`).
+/// The user namespace is not joined: root already holds every capability over a task's
+/// namespaces, and its ids are taken as the plugin sees them.
+const NAMESPACES: &[(&str, libc::c_int)] = &[
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+/// Everything the child needs to become part of the task.
+#[derive(Debug)]
+pub struct TaskContext {
+    /// The task's main process, in the plugin's pid numbering.
+    pub pid: i32,
+    /// The task's pid namespace when it differs from ours.
+    pub(super) pid_ns: Option<OwnedFd>,
+    /// Namespaces to join (only those that differ from ours), with their `setns` type.
+    pub(super) namespaces: Vec<(OwnedFd, libc::c_int)>,
+    /// `cgroup.procs` of every hierarchy the main process is in, open for writing.
+    pub(super) cgroup_procs: Vec<OwnedFd>,
+    pub(super) root: OwnedFd,
+    pub(super) cwd: OwnedFd,
+    pub(super) status: ProcStatus,
+    /// Highest capability number the kernel knows.
+    pub(super) cap_last: u32,
+    pub(super) rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {
+    let what = what.into();
+    move |source| ExecError::Io { what, source }
+}
+
+/// `openat(dir, name)` with `O_CLOEXEC` added.
+fn open_at(dir: &OwnedFd, name: &CStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string for the call.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn read_at(dir: &OwnedFd, name: &CStr) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    File::from(open_at(dir, name, libc::O_RDONLY)?).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn same_file(a: &OwnedFd, b: &Path) -> bool {
+    let a = File::from(match a.try_clone() {
+        Ok(fd) => fd,
+        Err(_) => return false,
+    });
+    match (a.metadata(), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Finds the unit's main process in our pid numbering: systemd reports `main_pid` in its own
+/// namespace, so the processes of the unit's cgroup (`control_group`, systemd's path) are
+/// matched by their `NSpid`.
+pub fn locate(main_pid: u32, control_group: &str, cgroup_root: &Path) -> Result<i32, ExecError> {
+    if main_pid == 0 || control_group.is_empty() {
+        return Err(ExecError::NotRunning);
+    }
+    let rel = control_group.trim_start_matches('/');
+    let mut pids = Vec::new();
+    for hierarchy in [
+        cgroup_root.to_path_buf(),
+        cgroup_root.join("unified"),
+        cgroup_root.join("systemd"),
+    ] {
+        let dir = hierarchy.join(rel);
+        if dir.is_dir() {
+            collect_pids(&dir, &mut pids);
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let candidates: Vec<(i32, Vec<u32>)> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            Some((pid, procfs::parse_status(&text).ok()?.nspid))
+        })
+        .collect();
+    procfs::pick_main(main_pid, &candidates).ok_or(ExecError::NotRunning)
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_pids(&e.path(), out);
+            }
+        }
+    }
+}
+
+impl TaskContext {
+    /// Captures the context of process `pid` (our numbering). Every file is read through one
+    /// `/proc/<pid>` directory descriptor, so a pid reused meanwhile cannot be mistaken for it.
+    pub fn capture(pid: i32, cgroup_root: &Path) -> Result<Self, ExecError> {
+        let proc_dir = format!("/proc/{pid}");
+        let dir: OwnedFd = File::open(&proc_dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ExecError::NotRunning,
+                _ => ExecError::Io {
+                    what: format!("opening {proc_dir}"),
+                    source: e,
+                },
+            })?
+            .into();
+        let status =
+            read_at(&dir, c"status").map_err(io_err(format!("reading {proc_dir}/status")))?;
+        let status =
+            procfs::parse_status(&String::from_utf8_lossy(&status)).map_err(|m| ExecError::Io {
+                what: format!("parsing {proc_dir}/status"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, m),
+            })?;
+        let env =
+            read_at(&dir, c"environ").map_err(io_err(format!("reading {proc_dir}/environ")))?;
+        let cgroup =
+            read_at(&dir, c"cgroup").map_err(io_err(format!("reading {proc_dir}/cgroup")))?;
+        let limits = read_at(&dir, c"limits").map_err(io_err(format!("reading {proc_dir}/limits")))?;
+        let rlimits = procfs::parse_limits(&String::from_utf8_lossy(&limits))
+            .into_iter()
+            .map(|(res, soft, hard)| {
+                let lim = libc::rlimit {
+                    rlim_cur: if soft == u64::MAX { libc::RLIM_INFINITY } else { soft },
+                    rlim_max: if hard == u64::MAX { libc::RLIM_INFINITY } else { hard },
+                };
+                (res, lim)
+            })
+            .collect();
+        let (pid_ns, namespaces) = namespaces(&dir, &proc_dir)?;
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+        let root = open_at(&dir, c"root", dir_flags)
+            .map_err(io_err(format!("opening {proc_dir}/root")))?;
+        let cwd =
+            open_at(&dir, c"cwd", dir_flags).map_err(io_err(format!("opening {proc_dir}/cwd")))?;
+        let lines = procfs::parse_cgroup(&String::from_utf8_lossy(&cgroup));
+        let mut cgroup_procs = Vec::new();
+        for file in procfs::cgroup_procs_files(&lines, cgroup_root, Path::exists) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .map_err(io_err(format!("opening {}", file.display())))?;
+            cgroup_procs.push(f.into());
+        }
+        Ok(Self {
+            pid,
+            pid_ns,
+            namespaces,
+            cgroup_procs,
+            root,
+            cwd,
+            status,
+            cap_last: cap_last(),
+            rlimits,
+            env: procfs::parse_environ(&env),
+        })
+    }
+
+    /// The task's uid as the plugin sees it.
+    pub fn uid(&self) -> u32 {
+        self.status.uid[1]
+    }
+}
+
+type Namespaces = (Option<OwnedFd>, Vec<(OwnedFd, libc::c_int)>);
+
+fn namespaces(dir: &OwnedFd, proc_dir: &str) -> Result<Namespaces, ExecError> {
+    let mut joined = Vec::new();
+    let mut pid_ns = None;
+    let all = NAMESPACES.iter().chain(&[("pid", libc::CLONE_NEWPID)]);
+    for (name, kind) in all {
+        let path = format!("ns/{name}");
+        let cpath = std::ffi::CString::new(path.clone()).map_err(|_| ExecError::NotRunning)?;
+        let fd = match open_at(dir, &cpath, libc::O_RDONLY) {
+            Ok(fd) => fd,
+            // a kernel without this namespace type
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && *name == "cgroup" => continue,
+            Err(e) => return Err(io_err(format!("opening {proc_dir}/{path}"))(e)),
+        };
+        if same_file(&fd, Path::new(&format!("/proc/self/{path}"))) {
+            continue;
+        }
+        if *kind == libc::CLONE_NEWPID {
+            pid_ns = Some(fd);
+        } else {
+            joined.push((fd, *kind));
+        }
+    }
+    Ok((pid_ns, joined))
+}
+
+fn cap_last() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}

@@ -1,0 +1,225 @@
+//! Issue 4: Nomad's resources enforced by a real systemd, statistics from the unit's cgroup, and
+//! OOM kills reported.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::nomad::{Alloc, JobConfig};
+use common::session::Session;
+use common::systemd::{PrivateSystemd, require};
+use nomad_driver_systemd::proto::drivers::{
+    TaskConfig, TaskEventsRequest, TaskStatsRequest, cpu_usage, memory_usage,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+async fn session() -> Option<Session> {
+    if !require() {
+        return None;
+    }
+    Some(Session::new(Vec::new()).await)
+}
+
+fn with_resources(
+    mut t: TaskConfig,
+    cpu: i64,
+    memory: i64,
+    memory_max: i64,
+    cores: &str,
+) -> TaskConfig {
+    let r = t.resources.as_mut().unwrap();
+    let a = r.allocated_resources.as_mut().unwrap();
+    a.cpu.as_mut().unwrap().cpu_shares = cpu;
+    let m = a.memory.as_mut().unwrap();
+    m.memory_mb = memory;
+    m.memory_max_mb = memory_max;
+    let l = r.linux_resources.as_mut().unwrap();
+    l.cpu_shares = cpu;
+    l.cpuset_cpus = cores.into();
+    t
+}
+
+/// A file of the unit's cgroup in a v1 controller hierarchy, or the v2 tree.
+fn cgroup_file(sd: &PrivateSystemd, unit: &str, controller: &str, file: &str) -> Option<String> {
+    let cg = sd.show(unit, "ControlGroup");
+    let candidates = [
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}{cg}/{file}")),
+        PathBuf::from(format!("/sys/fs/cgroup{cg}/{file}")),
+    ];
+    candidates
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+}
+
+#[tokio::test]
+async fn memory_and_cpu_limits_reach_the_cgroup() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("limits");
+    let task = with_resources(
+        alloc.task_config(1, &JobConfig::command("/bin/sleep", &["60"])),
+        1000,
+        200,
+        0,
+        "",
+    );
+    s.start(task.clone()).await.unwrap();
+    let unit = s.sd.nomad_units().pop().unwrap();
+    assert_eq!(s.sd.show(&unit, "MemoryMax"), (200 * MIB).to_string());
+    // runc's shares→weight mapping: 1 + (1000 - 2) * 9999 / 262142 = 39
+    assert_eq!(s.sd.show(&unit, "CPUWeight"), "39");
+    for p in ["CPUAccounting", "MemoryAccounting", "TasksAccounting"] {
+        assert_eq!(s.sd.show(&unit, p), "yes", "{p}");
+    }
+    let limit = cgroup_file(&s.sd, &unit, "memory", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&s.sd, &unit, "memory", "memory.max"))
+        .expect("memory limit file");
+    assert_eq!(limit, (200 * MIB).to_string());
+    let cpu = cgroup_file(&s.sd, &unit, "cpu", "cpu.shares")
+        .or_else(|| cgroup_file(&s.sd, &unit, "cpu", "cpu.weight"))
+        .expect("cpu weight file");
+    // v1: systemd converts weight 39 to cpu.shares 39 * 1024 / 100 = 399; v2: cpu.weight 39
+    assert!(cpu == "399" || cpu == "39", "{cpu}");
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn memory_max_sets_a_soft_and_a_hard_limit() {
+    let Some(s) = session().await else { return };
+    for (n, (memory, max, want_low, want_max)) in [
+        (128, 256, (128 * MIB).to_string(), (256 * MIB).to_string()),
+        (128, -1, (128 * MIB).to_string(), "infinity".to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let alloc = Alloc::new("soft");
+        let task = with_resources(
+            alloc.task_config(1, &JobConfig::command("/bin/sleep", &["60"])),
+            100,
+            memory,
+            max,
+            "",
+        );
+        s.start(task.clone()).await.unwrap();
+        let unit = s.sd.nomad_units().pop().unwrap();
+        assert_eq!(s.sd.show(&unit, "MemoryLow"), want_low, "case {n}");
+        assert_eq!(s.sd.show(&unit, "MemoryMax"), want_max, "case {n}");
+        s.stop(&task.id, Duration::ZERO, "").await;
+        s.destroy(&task.id).await;
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn reserved_cores_become_allowed_cpus() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("cores");
+    let task = with_resources(
+        alloc.task_config(1, &JobConfig::command("/bin/sleep", &["60"])),
+        1000,
+        64,
+        0,
+        "0",
+    );
+    s.start(task.clone()).await.unwrap();
+    let unit = s.sd.nomad_units().pop().unwrap();
+    assert_eq!(s.sd.show(&unit, "AllowedCPUs"), "0");
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_busy_task_yields_cpu_and_memory_samples() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("busy");
+    let task = alloc.task_config(1, &JobConfig::sh("x=$(seq 1 20000); while :; do :; done"));
+    s.start(task.clone()).await.unwrap();
+    let mut stream = s
+        .plugin()
+        .driver()
+        .task_stats(TaskStatsRequest {
+            task_id: task.id.clone(),
+            collection_interval: Some(Duration::from_millis(300).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut best_cpu = 0.0f64;
+    let mut best_mem = 0u64;
+    for _ in 0..6 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a sample per interval")
+            .unwrap()
+            .unwrap();
+        let stats = msg.stats.expect("stats set");
+        assert!(stats.timestamp.is_some());
+        let agg = stats.agg_resource_usage.expect("agg_resource_usage set");
+        let cpu = agg.cpu.unwrap();
+        let mem = agg.memory.unwrap();
+        assert!(
+            cpu.measured_fields
+                .contains(&(cpu_usage::Fields::Percent as i32)),
+            "{cpu:?}"
+        );
+        assert!(
+            mem.measured_fields
+                .contains(&(memory_usage::Fields::Usage as i32)),
+            "{mem:?}"
+        );
+        best_cpu = best_cpu.max(cpu.percent);
+        best_mem = best_mem.max(mem.usage);
+        println!(
+            "sample: cpu {:.1}% ticks {:.0} rss {} usage {}",
+            cpu.percent, cpu.total_ticks, mem.rss, mem.usage
+        );
+    }
+    assert!(
+        best_cpu > 20.0,
+        "a busy loop should show CPU use, got {best_cpu}"
+    );
+    assert!(best_mem > 0, "memory usage must be measured");
+    drop(stream);
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_task_over_its_memory_limit_is_killed_and_reported_oom() {
+    let Some(s) = session().await else { return };
+    let mut events = s
+        .plugin()
+        .driver()
+        .task_events(TaskEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let alloc = Alloc::new("hog");
+    let job = JobConfig::command(
+        "/usr/bin/perl",
+        &["-e", "my $x = 'a' x (300 * 1024 * 1024); sleep 30"],
+    );
+    let task = with_resources(alloc.task_config(1, &job), 100, 128, 0, "");
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    let r = w.result.unwrap();
+    assert!(r.oom_killed, "{r:?}");
+    assert_eq!(r.signal, 9, "{r:?}");
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an OOM task event")
+        .unwrap()
+        .unwrap();
+    assert!(ev.message.contains("OOM"), "{ev:?}");
+    assert_eq!(ev.alloc_id, alloc.id);
+    assert_eq!(ev.task_name, "hog");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

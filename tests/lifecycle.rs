@@ -313,3 +313,68 @@ async fn recovering_a_vanished_unit_is_an_error() {
     assert_ne!(err.code(), Code::Unavailable);
     s.finish().await;
 }
+
+#[tokio::test]
+async fn users_dynamic_named_and_root_refused() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("who");
+    // no user: a fresh dynamic uid, never root
+    let task = alloc.task_config(1, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid"));
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+    let uid: u32 = std::fs::read_to_string(alloc.dir.join("who/local/uid")).unwrap().trim().parse().unwrap();
+    assert!(uid >= 61184, "dynamic users live in 61184..65519, got {uid}");
+    s.destroy(&task.id).await;
+    // a named user
+    let mut task = alloc.task_config(2, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid2"));
+    task.user = "nobody".into();
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+    let uid = std::fs::read_to_string(alloc.dir.join("who/local/uid2")).unwrap();
+    assert_eq!(uid.trim(), "65534");
+    s.destroy(&task.id).await;
+    // root without allow_root
+    let mut task = alloc.task_config(3, &JobConfig::sh("true"));
+    task.user = "root".into();
+    let err = s.start(task).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("user:"), "{}", err.message());
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_bus_restart_is_not_a_task_exit() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("bus");
+    let task = alloc.task_config(1, &JobConfig::sh("echo ready; read line < /local/go; exit 5"));
+    std::process::Command::new("mkfifo")
+        .arg(alloc.dir.join("bus/local/go"))
+        .status()
+        .unwrap();
+    std::fs::set_permissions(
+        alloc.dir.join("bus/local/go"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    s.start(task.clone()).await.unwrap();
+    assert!(alloc.stdout.wait_for("ready", SECS));
+    // the plugin's bus connection goes away and comes back
+    s.sd.exec(&["systemctl", "restart", "dbus.service"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let insp = s
+        .plugin()
+        .driver()
+        .inspect_task(InspectTaskRequest { task_id: task.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(insp.task.unwrap().state, TaskState::Running as i32, "a bus restart ended the task");
+    // now let the task finish: the reconnected watcher must see it
+    std::fs::write(alloc.dir.join("bus/local/go"), "go\n").unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 5, "{}", s.plugin().stderr_text());
+    let log = s.plugin().stderr_text();
+    assert!(log.contains("system bus connection restored"), "the bus never went away: {log}");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod exec;
 pub mod grpc;
+pub mod local;
 pub mod logging;
 pub mod plugin;
 pub mod proto;

@@ -184,7 +184,11 @@ async fn exec_streaming_conformance() {
     s.start(task.clone()).await.unwrap();
     if !alloc.stdout.wait_for("", SECS) {}
     tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!("STDERR {} STDOUT {}", alloc.stderr.text(), alloc.stdout.text());
+    eprintln!(
+        "STDERR {} STDOUT {}",
+        alloc.stderr.text(),
+        alloc.stdout.text()
+    );
     read_eventually(&alloc.dir.join("web/local/tmpls")).await;
     let caps = s
         .plugin()
@@ -521,7 +525,7 @@ async fn group_network_namespace_is_joined() {
             .contains(&(NetworkIsolationMode::Group as i32))
     );
     // made where the private systemd (playing the host) sees it, as Nomad's network hook does
-    let name = format!("nds-test-{}", &common::nomad::alloc_id()[..8]);
+    let name = format!("nds-test-{}", &common::nomad::alloc_id().unwrap()[..8]);
     s.sd.exec(&["ip", "netns", "add", &name]);
     let alloc = Alloc::new("net");
     let mut task = alloc.task_config(

@@ -322,8 +322,15 @@ async fn users_dynamic_named_and_root_refused() {
     let task = alloc.task_config(1, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid"));
     s.start(task.clone()).await.unwrap();
     assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
-    let uid: u32 = std::fs::read_to_string(alloc.dir.join("who/local/uid")).unwrap().trim().parse().unwrap();
-    assert!(uid >= 61184, "dynamic users live in 61184..65519, got {uid}");
+    let uid: u32 = std::fs::read_to_string(alloc.dir.join("who/local/uid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        uid >= 61184,
+        "dynamic users live in 61184..65519, got {uid}"
+    );
     s.destroy(&task.id).await;
     // a named user
     let mut task = alloc.task_config(2, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid2"));
@@ -346,7 +353,10 @@ async fn users_dynamic_named_and_root_refused() {
 async fn a_bus_restart_is_not_a_task_exit() {
     let Some(s) = session().await else { return };
     let alloc = Alloc::new("bus");
-    let task = alloc.task_config(1, &JobConfig::sh("echo ready; read line < /local/go; exit 5"));
+    let task = alloc.task_config(
+        1,
+        &JobConfig::sh("echo ready; read line < /local/go; exit 5"),
+    );
     std::process::Command::new("mkfifo")
         .arg(alloc.dir.join("bus/local/go"))
         .status()
@@ -364,17 +374,31 @@ async fn a_bus_restart_is_not_a_task_exit() {
     let insp = s
         .plugin()
         .driver()
-        .inspect_task(InspectTaskRequest { task_id: task.id.clone() })
+        .inspect_task(InspectTaskRequest {
+            task_id: task.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(insp.task.unwrap().state, TaskState::Running as i32, "a bus restart ended the task");
+    assert_eq!(
+        insp.task.unwrap().state,
+        TaskState::Running as i32,
+        "a bus restart ended the task"
+    );
     // now let the task finish: the reconnected watcher must see it
     std::fs::write(alloc.dir.join("bus/local/go"), "go\n").unwrap();
     let w = s.wait(&task.id).await;
-    assert_eq!(w.result.unwrap().exit_code, 5, "{}", s.plugin().stderr_text());
+    assert_eq!(
+        w.result.unwrap().exit_code,
+        5,
+        "{}",
+        s.plugin().stderr_text()
+    );
     let log = s.plugin().stderr_text();
-    assert!(log.contains("system bus connection restored"), "the bus never went away: {log}");
+    assert!(
+        log.contains("system bus connection restored"),
+        "the bus never went away: {log}"
+    );
     s.destroy(&task.id).await;
     s.finish().await;
 }

@@ -150,13 +150,22 @@ impl TaskContext {
             read_at(&dir, c"environ").map_err(io_err(format!("reading {proc_dir}/environ")))?;
         let cgroup =
             read_at(&dir, c"cgroup").map_err(io_err(format!("reading {proc_dir}/cgroup")))?;
-        let limits = read_at(&dir, c"limits").map_err(io_err(format!("reading {proc_dir}/limits")))?;
+        let limits =
+            read_at(&dir, c"limits").map_err(io_err(format!("reading {proc_dir}/limits")))?;
         let rlimits = procfs::parse_limits(&String::from_utf8_lossy(&limits))
             .into_iter()
             .map(|(res, soft, hard)| {
                 let lim = libc::rlimit {
-                    rlim_cur: if soft == u64::MAX { libc::RLIM_INFINITY } else { soft },
-                    rlim_max: if hard == u64::MAX { libc::RLIM_INFINITY } else { hard },
+                    rlim_cur: if soft == u64::MAX {
+                        libc::RLIM_INFINITY
+                    } else {
+                        soft
+                    },
+                    rlim_max: if hard == u64::MAX {
+                        libc::RLIM_INFINITY
+                    } else {
+                        hard
+                    },
                 };
                 (res, lim)
             })

@@ -274,7 +274,8 @@ mod tests {
                 // hierarchies that are not mounted (or cgroups that vanished) are skipped
                 hybrid,
                 Box::new(|p: &Path| {
-                    !p.starts_with("/sys/fs/cgroup/devices") && !p.starts_with("/sys/fs/cgroup/unified")
+                    !p.starts_with("/sys/fs/cgroup/devices")
+                        && !p.starts_with("/sys/fs/cgroup/unified")
                 }),
                 vec![
                     "/sys/fs/cgroup/cpu,cpuacct/s/x.service/cgroup.procs",

@@ -253,11 +253,13 @@ impl DbusSystemd {
 type Streams = futures::stream::Select<MessageStream, MessageStream>;
 
 async fn connect() -> Result<(Connection, Streams)> {
+    // not reaching the bus at all is always worth a retry, whatever zbus calls the failure
+    let unreachable = |e: zbus::Error| SystemdError::Unreachable(e.to_string());
     let conn = zbus::connection::Builder::system()
-        .map_err(map_err)?
+        .map_err(unreachable)?
         .build()
         .await
-        .map_err(map_err)?;
+        .map_err(unreachable)?;
     let props = MatchRule::builder()
         .msg_type(message::Type::Signal)
         .sender(DEST)

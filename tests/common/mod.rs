@@ -1,5 +1,5 @@
 //! Test support shared by the integration tests and the benchmark.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod nomad;
 pub mod plugin;

@@ -4,20 +4,20 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use nomad_driver_systemd::local::client;
 use nomad_driver_systemd::proto::base::base_plugin_client::BasePluginClient;
 use nomad_driver_systemd::proto::drivers::driver_client::DriverClient;
 use nomad_driver_systemd::proto::plugin::Empty;
 use nomad_driver_systemd::proto::plugin::grpc_controller_client::GrpcControllerClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-pub const COOKIE_KEY: &str = "NOMAD_PLUGIN_MAGIC_COOKIE";
-pub const COOKIE: &str = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255";
+pub use nomad_driver_systemd::plugin::{
+    MAGIC_COOKIE_KEY as COOKIE_KEY, MAGIC_COOKIE_VALUE as COOKIE,
+};
 
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nomad-driver-systemd"))
@@ -62,20 +62,10 @@ pub fn check_hclog_line(line: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The environment Nomad gives a plugin (spec §1.2), plus `extra`.
+/// The environment Nomad gives a plugin (spec §1.2), plus `extra`, at debug log level.
 pub fn nomad_command(extra: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.env(COOKIE_KEY, COOKIE)
-        .env("PLUGIN_PROTOCOL_VERSIONS", "2")
-        .env("PLUGIN_MIN_PORT", "10000")
-        .env("PLUGIN_MAX_PORT", "25000")
-        .arg("--log-level=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+    let mut cmd = client::nomad_command(&binary(), extra);
+    cmd.arg("--log-level=debug");
     cmd
 }
 
@@ -112,13 +102,10 @@ impl Plugin {
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("no handshake; stderr: {:?}", stderr.lock().unwrap()));
         let handshake_time = started.elapsed();
-        let fields: Vec<&str> = line.trim().split('|').collect();
-        assert_eq!(fields.len(), 6, "handshake {line:?}");
-        assert_eq!(&fields[..3], ["1", "2", "unix"], "handshake {line:?}");
-        assert_eq!(fields[4], "grpc", "handshake {line:?}");
-        assert_eq!(fields[5], "", "handshake {line:?}");
-        let socket = PathBuf::from(fields[3]);
-        let channel = connect(socket.clone()).await;
+        let socket = client::parse_handshake(&line).unwrap_or_else(|e| panic!("{e}"));
+        let channel = client::connect(&socket)
+            .await
+            .expect("connect to plugin socket");
         Self {
             child,
             socket,
@@ -188,15 +175,4 @@ pub fn check_stderr(lines: &[String]) {
             panic!("stderr line Nomad would mishandle: {e}");
         }
     }
-}
-
-async fn connect(socket: PathBuf) -> Channel {
-    Endpoint::try_from("http://unused")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .expect("connect to plugin socket")
 }

@@ -133,7 +133,9 @@ impl Session {
             task_id: id.into(),
             force: true,
         });
-        self.bounded("DestroyTask", call).await.expect("DestroyTask");
+        self.bounded("DestroyTask", call)
+            .await
+            .expect("DestroyTask");
     }
 
     /// After a test: none of our units may remain loaded.

@@ -1,0 +1,277 @@
+//! What the Nomad client prepares before StartTask: alloc and task directories (spec §9.1),
+//! logmon-style FIFOs with a reader (spec §8), the task environment, and the TaskConfig with
+//! its cty-msgpack driver config.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::proto::drivers::{
+    AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, LinuxResources,
+    Resources, TaskConfig,
+};
+use rmpv::Value;
+
+/// Where test alloc dirs live: outside /tmp and /var/tmp, which tasks see privately.
+pub const ALLOC_ROOT: &str = "/var/lib/nds-tests";
+
+/// A random alloc id (UUID-shaped).
+pub fn alloc_id() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// The job's `config {}` block.
+#[derive(Default, Clone)]
+pub struct JobConfig {
+    pub command: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub unit: Option<String>,
+    pub properties: Option<Vec<(String, String)>>,
+    pub work_dir: Option<String>,
+}
+
+impl JobConfig {
+    pub fn command(cmd: &str, args: &[&str]) -> Self {
+        Self {
+            command: Some(cmd.into()),
+            args: Some(args.iter().map(|a| (*a).to_string()).collect()),
+            ..Self::default()
+        }
+    }
+
+    pub fn sh(script: &str) -> Self {
+        Self::command("/bin/sh", &["-c", script])
+    }
+
+    /// Encodes like cty/msgpack: every key, sorted, nil when absent.
+    pub fn msgpack(&self) -> Vec<u8> {
+        let s = |v: &Option<String>| v.clone().map_or(Value::Nil, Value::from);
+        let entries = vec![
+            (
+                "args",
+                self.args.clone().map_or(Value::Nil, |a| {
+                    Value::Array(a.into_iter().map(Value::from).collect())
+                }),
+            ),
+            ("command", s(&self.command)),
+            (
+                "properties",
+                self.properties.clone().map_or(Value::Nil, |p| {
+                    let mut p = p;
+                    p.sort();
+                    Value::Map(
+                        p.into_iter()
+                            .map(|(k, v)| (Value::from(k), Value::from(v)))
+                            .collect(),
+                    )
+                }),
+            ),
+            ("unit", s(&self.unit)),
+            ("work_dir", s(&self.work_dir)),
+        ];
+        let map = Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        );
+        let mut out = Vec::new();
+        // writing into a Vec cannot fail
+        let _ = rmpv::encode::write_value(&mut out, &map);
+        out
+    }
+}
+
+/// A FIFO read like logmon does: everything kept in memory, optionally echoed.
+pub struct LogReader {
+    pub path: PathBuf,
+    data: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Where a reader echoes what it reads (for `run`).
+pub type Echo = Box<dyn FnMut(&[u8]) + Send>;
+
+fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LogReader {
+    /// Creates the FIFO (mode 0600, as logmon) and starts reading it; panics on failure (tests).
+    pub fn new(path: PathBuf) -> Self {
+        Self::open(path, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates the FIFO and starts a reader thread that keeps (and echoes) everything.
+    pub fn open(path: PathBuf, mut echo: Option<Echo>) -> std::io::Result<Self> {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: valid C string; mkfifo has no other preconditions.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("mkfifo {}: {e}", path.display()),
+            ));
+        }
+        let data = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&data);
+        let p = path.clone();
+        std::thread::spawn(move || {
+            // reopen after each writer closes, as logmon does on the next start
+            loop {
+                let Ok(mut f) = std::fs::File::open(&p) else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                loop {
+                    match f.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            lock(&sink).extend_from_slice(&buf[..n]);
+                            if let Some(echo) = echo.as_mut() {
+                                echo(&buf[..n]);
+                            }
+                        }
+                    }
+                }
+                if !p.exists() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { path, data })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.data)).into_owned()
+    }
+
+    /// Waits until `needle` shows up in the log.
+    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// An allocation with one task, laid out the way the Nomad client does it.
+pub struct Alloc {
+    pub id: String,
+    pub dir: PathBuf,
+    pub task: String,
+    pub stdout: LogReader,
+    pub stderr: LogReader,
+}
+
+impl Alloc {
+    /// A fresh alloc under [`ALLOC_ROOT`]; panics on failure (tests).
+    pub fn new(task: &str) -> Self {
+        Self::create(Path::new(ALLOC_ROOT), task, None, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Lays out `<root>/<new alloc id>/` and the task's log FIFOs.
+    pub fn create(
+        root: &Path,
+        task: &str,
+        stdout_echo: Option<Echo>,
+        stderr_echo: Option<Echo>,
+    ) -> std::io::Result<Self> {
+        let id = alloc_id()?;
+        let dir = root.join(&id);
+        for (p, mode) in [
+            (dir.clone(), 0o755),
+            (dir.join("alloc"), 0o755),
+            (dir.join("alloc/data"), 0o777),
+            (dir.join("alloc/tmp"), 0o777),
+            (dir.join("alloc/logs"), 0o777),
+            (dir.join(task), 0o777),
+            (dir.join(task).join("local"), 0o777),
+            (dir.join(task).join("secrets"), 0o777),
+            (dir.join(task).join("tmp"), 0o1777),
+        ] {
+            std::fs::create_dir_all(&p)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        }
+        let logs = dir.join("alloc/logs");
+        let stdout = LogReader::open(logs.join(format!(".{task}.stdout.fifo")), stdout_echo)?;
+        let stderr = LogReader::open(logs.join(format!(".{task}.stderr.fifo")), stderr_echo)?;
+        Ok(Self {
+            id,
+            dir,
+            task: task.into(),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// TaskConfig for start number `n` (ids change on every start).
+    pub fn task_config(&self, n: u32, job: &JobConfig) -> TaskConfig {
+        let mut env: HashMap<String, String> = HashMap::new();
+        for (k, v) in [
+            ("NOMAD_ALLOC_DIR", "/alloc"),
+            ("NOMAD_TASK_DIR", "/local"),
+            ("NOMAD_SECRETS_DIR", "/secrets"),
+            ("NOMAD_TASK_NAME", self.task.as_str()),
+            ("NOMAD_ALLOC_ID", self.id.as_str()),
+            ("NOMAD_JOB_NAME", "test"),
+            ("NOMAD_GROUP_NAME", "group"),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
+        ] {
+            env.insert(k.into(), v.into());
+        }
+        TaskConfig {
+            id: format!("{}/{}/{n:08x}", self.id, self.task),
+            name: self.task.clone(),
+            msgpack_driver_config: job.msgpack(),
+            env,
+            resources: Some(Resources {
+                allocated_resources: Some(AllocatedTaskResources {
+                    cpu: Some(AllocatedCpuResources { cpu_shares: 100 }),
+                    memory: Some(AllocatedMemoryResources {
+                        memory_mb: 256,
+                        memory_max_mb: 0,
+                    }),
+                    networks: vec![],
+                }),
+                linux_resources: Some(LinuxResources {
+                    cpu_shares: 100,
+                    memory_limit_bytes: 256 << 20,
+                    ..LinuxResources::default()
+                }),
+                ports: vec![],
+            }),
+            alloc_dir: self.dir.display().to_string(),
+            stdout_path: self.stdout.path.display().to_string(),
+            stderr_path: self.stderr.path.display().to_string(),
+            task_group_name: "group".into(),
+            job_name: "test".into(),
+            job_id: "test".into(),
+            alloc_id: self.id.clone(),
+            namespace: "default".into(),
+            ..TaskConfig::default()
+        }
+    }
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -43,6 +43,24 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a job's systemd tasks locally through the plugin, the way a Nomad client drives it
+    /// (to try the driver without Nomad). Stops them on Ctrl-C.
+    Run {
+        /// Job file (HCL2 or JSON).
+        file: PathBuf,
+        /// Plugin config (TOML); default /etc/nomad-driver-systemd/config.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Boot a private systemd in namespaces first (for hosts whose PID 1 is not systemd).
+        #[arg(long)]
+        private_systemd: bool,
+        /// Stop the tasks after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        stop_after: Option<u64>,
+        /// Where alloc dirs are made.
+        #[arg(long, default_value_os_t = cli::run::default_alloc_root())]
+        alloc_dir: PathBuf,
+    },
     /// List the units this driver manages on this host.
     List {
         #[arg(long)]
@@ -62,6 +80,19 @@ fn main() -> ExitCode {
             json,
             files,
         }) => cli::validate::run(config.as_deref(), &files, json),
+        Some(Command::Run {
+            file,
+            config,
+            private_systemd,
+            stop_after,
+            alloc_dir,
+        }) => cli::run::run(&cli::run::Options {
+            file: &file,
+            config: config.as_deref(),
+            private_systemd,
+            stop_after: stop_after.map(std::time::Duration::from_secs),
+            alloc_root: &alloc_dir,
+        }),
         Some(Command::List { config, json }) => cli::list::run(config.as_deref(), json),
     }
 }

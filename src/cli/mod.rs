@@ -4,6 +4,7 @@
 pub mod interp;
 pub mod job;
 pub mod list;
+pub mod run;
 pub mod validate;
 
 use std::io::Write;

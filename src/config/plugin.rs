@@ -44,6 +44,34 @@ impl PluginConfig {
         Self::from_fields(Fields::from_msgpack(bytes, "")?)
     }
 
+    /// Encodes the config as Nomad would send it (cty-msgpack object, every key present).
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        use rmpv::Value;
+        let list = |l: &[String]| Value::Array(l.iter().map(|s| Value::from(s.as_str())).collect());
+        let map = Value::Map(vec![
+            (Value::from("allow_root"), Value::from(self.allow_root)),
+            (
+                Value::from("allowed_properties"),
+                list(&self.allowed_properties),
+            ),
+            (Value::from("allowed_units"), list(&self.allowed_units)),
+            (
+                Value::from("default_user"),
+                Value::from(self.default_user.as_str()),
+            ),
+            (
+                Value::from("denied_properties"),
+                list(&self.denied_properties),
+            ),
+            (Value::from("enabled"), Value::from(self.enabled)),
+            (Value::from("slice"), Value::from(self.slice.as_str())),
+        ]);
+        let mut out = Vec::new();
+        // writing into a Vec cannot fail
+        let _ = rmpv::encode::write_value(&mut out, &map);
+        out
+    }
+
     /// Parses the TOML file the CLI and the NixOS module share.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let table: toml::Table =
@@ -224,6 +252,14 @@ mod tests {
         assert_eq!(cfg.allowed_units, ["webserver@*.service", "api-*.service"]);
         assert_eq!(cfg.allowed_properties, ["DeviceAllow"]);
         assert!(cfg.unit_globs().unwrap().is_match("webserver@abc.service"));
+    }
+
+    #[test]
+    fn encoding_matches_nomads_bytes() {
+        let golden = hex(
+            "87aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
+        );
+        assert_eq!(PluginConfig::default().to_msgpack(), golden);
     }
 
     #[test]

@@ -22,6 +22,16 @@ impl<S: Systemd> Driver<S> {
             return Err(DriverError::AlreadyExists(spec.id));
         }
         let plan = plan(&spec, &cfg, &self.config())?;
+        for warning in &plan.warnings {
+            self.emit(super::TaskEvent {
+                task_id: spec.id.clone(),
+                alloc_id: spec.alloc_id.clone(),
+                task_name: spec.name.clone(),
+                message: warning.clone(),
+                annotations: Vec::new(),
+                at: SystemTime::now(),
+            });
+        }
         // Subscribe before starting, so no change is missed.
         let changes = self.sd.watch(&plan.unit).await?;
         let (status, dropin) = match plan.mode {

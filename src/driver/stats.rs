@@ -68,11 +68,11 @@ impl<S: Systemd> Driver<S> {
                 }
                 let mut reading = None;
                 let mut fallback = None;
-                if cgroup.is_empty() || layout.is_none() {
-                    if let Ok(Some(st)) = this.sd.status(&task.unit).await {
-                        cgroup = st.control_group.clone();
-                        fallback = Some(st);
-                    }
+                if (cgroup.is_empty() || layout.is_none())
+                    && let Ok(Some(st)) = this.sd.status(&task.unit).await
+                {
+                    cgroup = st.control_group.clone();
+                    fallback = Some(st);
                 }
                 if let Some(layout) = layout
                     && !cgroup.is_empty()

@@ -152,22 +152,17 @@ impl TaskContext {
             read_at(&dir, c"cgroup").map_err(io_err(format!("reading {proc_dir}/cgroup")))?;
         let limits =
             read_at(&dir, c"limits").map_err(io_err(format!("reading {proc_dir}/limits")))?;
+        // "unlimited" parses as u64::MAX, which is RLIM_INFINITY on Linux
         let rlimits = procfs::parse_limits(&String::from_utf8_lossy(&limits))
             .into_iter()
             .map(|(res, soft, hard)| {
-                let lim = libc::rlimit {
-                    rlim_cur: if soft == u64::MAX {
-                        libc::RLIM_INFINITY
-                    } else {
-                        soft
+                (
+                    res,
+                    libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
                     },
-                    rlim_max: if hard == u64::MAX {
-                        libc::RLIM_INFINITY
-                    } else {
-                        hard
-                    },
-                };
-                (res, lim)
+                )
             })
             .collect();
         let (pid_ns, namespaces) = namespaces(&dir, &proc_dir)?;
@@ -176,15 +171,7 @@ impl TaskContext {
             .map_err(io_err(format!("opening {proc_dir}/root")))?;
         let cwd =
             open_at(&dir, c"cwd", dir_flags).map_err(io_err(format!("opening {proc_dir}/cwd")))?;
-        let lines = procfs::parse_cgroup(&String::from_utf8_lossy(&cgroup));
-        let mut cgroup_procs = Vec::new();
-        for file in procfs::cgroup_procs_files(&lines, cgroup_root, Path::exists) {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&file)
-                .map_err(io_err(format!("opening {}", file.display())))?;
-            cgroup_procs.push(f.into());
-        }
+        let cgroup_procs = open_cgroup_procs(&cgroup, cgroup_root)?;
         Ok(Self {
             pid,
             pid_ns,
@@ -198,11 +185,21 @@ impl TaskContext {
             env: procfs::parse_environ(&env),
         })
     }
+}
 
-    /// The task's uid as the plugin sees it.
-    pub fn uid(&self) -> u32 {
-        self.status.uid[1]
-    }
+/// Opens, for writing, `cgroup.procs` of every cgroup listed in a `/proc/<pid>/cgroup` text.
+fn open_cgroup_procs(cgroup: &[u8], cgroup_root: &Path) -> Result<Vec<OwnedFd>, ExecError> {
+    let lines = procfs::parse_cgroup(&String::from_utf8_lossy(cgroup));
+    procfs::cgroup_procs_files(&lines, cgroup_root, Path::exists)
+        .into_iter()
+        .map(|file| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .map(OwnedFd::from)
+                .map_err(io_err(format!("opening {}", file.display())))
+        })
+        .collect()
 }
 
 type Namespaces = (Option<OwnedFd>, Vec<(OwnedFd, libc::c_int)>);

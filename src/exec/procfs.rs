@@ -253,7 +253,8 @@ mod tests {
                       5:devices:/s/x.service\n4:memory:/\n0::/s/x.service\n";
         let v2 = "0::/s/x.service\n";
         let all = |_: &Path| true;
-        let cases: Vec<(&str, Box<dyn Fn(&Path) -> bool>, Vec<&str>)> = vec![
+        type Exists = Box<dyn Fn(&Path) -> bool>;
+        let cases: Vec<(&str, Exists, Vec<&str>)> = vec![
             (
                 hybrid,
                 Box::new(all),

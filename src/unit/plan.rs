@@ -36,6 +36,8 @@ pub struct UnitPlan {
     pub dropin: Option<String>,
     /// Every setting in unit-file spelling, for people (`validate`, logs).
     pub settings: Vec<(String, String)>,
+    /// What the planner dropped rather than refused (e.g. env names systemd cannot hold).
+    pub warnings: Vec<String>,
 }
 
 /// One refused input, naming the job key or property at fault.
@@ -73,6 +75,7 @@ struct Setting {
 struct Builder {
     settings: Vec<Setting>,
     errors: Vec<PlanError>,
+    warnings: Vec<String>,
 }
 
 impl Builder {
@@ -106,6 +109,7 @@ pub fn plan(
     let mut b = Builder {
         settings: Vec::new(),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let (unit, mode) = match &cfg.unit {
         Some(u) => {
@@ -180,6 +184,7 @@ pub fn plan(
         properties,
         dropin,
         settings,
+        warnings: b.warnings,
     })
 }
 
@@ -240,15 +245,35 @@ fn exec_start(b: &mut Builder, command: &str, args: &[String]) {
 
 fn environment(b: &mut Builder, task: &TaskSpec) {
     let mut pairs = Vec::with_capacity(task.env.len());
+    let mut dropped = Vec::new();
     for (k, v) in &task.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            b.error(format!("env.{k}"), "not a valid environment variable");
-            continue;
+        if v.contains('\0') {
+            b.error(format!("env.{k}"), "value contains a NUL byte");
+        } else if valid_env_name(k) {
+            pairs.push(format!("{k}={v}"));
+        } else {
+            // systemd refuses the whole environment block over one such name; Nomad makes them
+            // from meta keys and the like, so they are left out rather than failing the task
+            dropped.push(k.escape_debug().to_string());
         }
-        pairs.push(format!("{k}={v}"));
+    }
+    if !dropped.is_empty() {
+        b.warnings.push(format!(
+            "environment variables systemd cannot pass were left out: {}",
+            dropped.join(", ")
+        ));
     }
     let text = pairs.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
     b.set("Environment", text, DValue::StrList(pairs));
+}
+
+/// systemd's rule for environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+fn valid_env_name(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn identity(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, mode: Mode) {
@@ -363,6 +388,13 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
                 ok = false;
             }
         }
+        if ok && let Err(why) = device_node_path(&d.host_path) {
+            b.error(
+                format!("{key}.host_path"),
+                format!("{:?} {why}", d.host_path),
+            );
+            ok = false;
+        }
         if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
             b.error(
                 format!("{key}.cgroup_permissions"),
@@ -419,6 +451,24 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
     );
     b.set("DevicePolicy", "closed", DValue::Str("closed".into()));
     b.set("PrivateDevices", "yes", DValue::Bool(true));
+}
+
+/// What systemd accepts in `DeviceAllow=`: a normalized path under `/dev/` without white
+/// space (systemd refuses anything else with InvalidArgs).
+fn device_node_path(path: &str) -> Result<(), &'static str> {
+    let Some(rest) = path.strip_prefix("/dev/") else {
+        return Err("is not a device node path under /dev/");
+    };
+    if path.chars().any(char::is_whitespace) {
+        return Err("cannot contain white space");
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err("is not a normalized path");
+    }
+    Ok(())
 }
 
 fn logs(b: &mut Builder, task: &TaskSpec) {
@@ -1288,6 +1338,24 @@ mod resource_tests {
     }
 
     #[test]
+    fn env_names_systemd_cannot_hold_are_dropped_with_a_warning() {
+        let mut t = task(res(64, 0));
+        t.env.insert("GOOD_1".into(), "x".into());
+        t.env.insert("NOMAD_META_my.key".into(), "y".into());
+        t.env.insert("1BAD".into(), "z".into());
+        let cfg = TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        };
+        let p = plan(&t, &cfg, &PluginConfig::default()).unwrap();
+        let env = get(&p.settings, "Environment").unwrap();
+        assert!(env.contains("GOOD_1=x"), "{env}");
+        assert!(!env.contains("my.key") && !env.contains("1BAD"), "{env}");
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("NOMAD_META_my.key") && p.warnings[0].contains("1BAD"));
+    }
+
+    #[test]
     fn unlimited_memory_max_is_infinity() {
         let s = planned(res(128, -1));
         assert_eq!(get(&s, "MemoryMax"), Some("infinity"));
@@ -1394,6 +1462,10 @@ mod device_tests {
             ("dev/x", "/dev/x", "r"),
             ("/dev/y", "/dev/y\n", "r"),
             ("/dev/z", "/dev/z", "rx"),
+            ("/var/lib/x", "/dev/x", "r"),
+            ("/dev/a b", "/dev/x", "r"),
+            ("/dev/../etc/x", "/dev/x", "r"),
+            ("/dev/", "/dev/x", "r"),
         ]);
         let errs: Vec<String> = plan(&t, &cmd(), &PluginConfig::default())
             .unwrap_err()
@@ -1407,6 +1479,10 @@ mod device_tests {
                 "devices[0].host_path: \"dev/x\" is not an absolute path",
                 "devices[1].task_path: \"/dev/y\\n\" contains a control character",
                 "devices[2].cgroup_permissions: \"rx\" must be one or more of r, w, m",
+                "devices[3].host_path: \"/var/lib/x\" is not a device node path under /dev/",
+                "devices[4].host_path: \"/dev/a b\" cannot contain white space",
+                "devices[5].host_path: \"/dev/../etc/x\" is not a normalized path",
+                "devices[6].host_path: \"/dev/\" is not a normalized path",
             ]
         );
     }

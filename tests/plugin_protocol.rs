@@ -42,7 +42,7 @@ fn disabled() -> Vec<u8> {
 fn set_config(bytes: Vec<u8>, with_nomad: bool) -> SetConfigRequest {
     SetConfigRequest {
         msgpack_config: bytes,
-        nomad_config: with_nomad.then(|| NomadConfig {
+        nomad_config: with_nomad.then_some(NomadConfig {
             driver: Some(NomadDriverConfig {
                 client_max_port: 14512,
                 client_min_port: 14000,

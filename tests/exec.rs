@@ -47,17 +47,28 @@ fn sh(script: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
 
+/// ExecTask, bounded so that a hang fails with the plugin's log.
+async fn exec_argv(
+    s: &Session,
+    id: &str,
+    command: Vec<String>,
+    timeout: Option<Duration>,
+) -> Result<ExecTaskResponse, tonic::Status> {
+    let mut client = s.plugin().driver();
+    let call = client.exec_task(ExecTaskRequest {
+        task_id: id.into(),
+        command,
+        timeout: timeout.map(|t| t.try_into().unwrap()),
+    });
+    s.bounded("ExecTask", call)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 async fn exec(s: &Session, id: &str, script: &str, timeout: Duration) -> ExecTaskResponse {
-    s.plugin()
-        .driver()
-        .exec_task(ExecTaskRequest {
-            task_id: id.into(),
-            command: sh(script),
-            timeout: Some(timeout.try_into().unwrap()),
-        })
+    exec_argv(s, id, sh(script), Some(timeout))
         .await
         .unwrap_or_else(|e| panic!("ExecTask {script:?}: {e}"))
-        .into_inner()
 }
 
 fn stdin(data: &str, close: bool) -> ExecTaskStreamingRequest {
@@ -166,9 +177,13 @@ async fn stream(s: &Session, msgs: Vec<ExecTaskStreamingRequest>) -> Streamed {
         }
         all
     };
-    let frames = tokio::time::timeout(CASE_TIMEOUT, run)
-        .await
-        .expect("exec stream timed out");
+    let frames = match tokio::time::timeout(CASE_TIMEOUT, run).await {
+        Ok(f) => f,
+        Err(_) => panic!(
+            "exec stream hung; plugin log:\n{}",
+            s.plugin().stderr_text()
+        ),
+    };
     collect(&frames)
 }
 
@@ -358,7 +373,20 @@ async fn exec_streaming_conformance() {
 async fn exec_runs_as_the_task_in_its_context() {
     let Some(s) = session().await else { return };
     let alloc = Alloc::new("ctx");
-    let task = alloc.task_config(1, &JobConfig::sh(IDLE_TASK));
+    // a program that exists only inside the task: /local/bin is the task dir's bind mount
+    let bin = alloc.dir.join("ctx/local/bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("hello-task"),
+        "#!/bin/sh\necho hello from $0 as $(id -u)\n",
+    )
+    .unwrap();
+    for p in [bin.clone(), bin.join("hello-task")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut task = alloc.task_config(1, &JobConfig::sh(IDLE_TASK));
+    let path = task.env["PATH"].clone();
+    task.env.insert("PATH".into(), format!("/local/bin:{path}"));
     s.start(task.clone()).await.unwrap();
     let uid = read_eventually(&alloc.dir.join("ctx/local/uid")).await;
     let gid = read_eventually(&alloc.dir.join("ctx/local/gid")).await;
@@ -411,19 +439,14 @@ async fn exec_runs_as_the_task_in_its_context() {
     assert_eq!((res.signal, res.exit_code), (9, 137), "{res:?}");
     assert_eq!(r.stdout, b"before\n");
 
-    // a bare program name is looked up in the task's PATH, inside the task
-    let r = s
-        .plugin()
-        .driver()
-        .exec_task(ExecTaskRequest {
-            task_id: task.id.clone(),
-            command: vec!["id".into(), "-u".into()],
-            timeout: None,
-        })
+    // a bare program name is looked up in the task's PATH, inside the task's mount namespace
+    let r = exec_argv(&s, &task.id, vec!["hello-task".into()], None)
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), uid.trim());
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        format!("hello from /local/bin/hello-task as {}", uid.trim())
+    );
 
     // with a tty, stdin close sends the terminal's end-of-file
     let r = stream(
@@ -442,14 +465,7 @@ async fn exec_runs_as_the_task_in_its_context() {
     );
 
     // a missing program is an error status, not a result
-    let err = s
-        .plugin()
-        .driver()
-        .exec_task(ExecTaskRequest {
-            task_id: task.id.clone(),
-            command: vec!["/no/such/program".into()],
-            timeout: None,
-        })
+    let err = exec_argv(&s, &task.id, vec!["/no/such/program".into()], None)
         .await
         .unwrap_err();
     assert!(err.message().contains("/no/such/program"), "{err:?}");
@@ -463,10 +479,10 @@ async fn exec_runs_as_the_task_in_its_context() {
     ))
     .await
     .unwrap();
+    let mut client = s.plugin().driver();
+    let call = client.exec_task_streaming(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut frames = s
-        .plugin()
-        .driver()
-        .exec_task_streaming(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .bounded("ExecTaskStreaming", call)
         .await
         .unwrap()
         .into_inner();
@@ -518,38 +534,17 @@ async fn exec_runs_as_the_task_in_its_context() {
     assert!(gone, "the cancelled exec is still running");
 
     // a stream must start with setup
-    let err = s
-        .plugin()
-        .driver()
-        .exec_task_streaming(tokio_stream::iter(vec![stdin("x", false)]))
-        .await
-        .unwrap_err();
+    let mut client = s.plugin().driver();
+    let call = client.exec_task_streaming(tokio_stream::iter(vec![stdin("x", false)]));
+    let err = s.bounded("ExecTaskStreaming", call).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // unknown and exited tasks
-    let err = s
-        .plugin()
-        .driver()
-        .exec_task(ExecTaskRequest {
-            task_id: "nope".into(),
-            command: sh("true"),
-            timeout: None,
-        })
-        .await
-        .unwrap_err();
+    let err = exec_argv(&s, "nope", sh("true"), None).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     s.stop(&task.id, SECS, "SIGKILL").await;
     s.wait(&task.id).await;
-    let err = s
-        .plugin()
-        .driver()
-        .exec_task(ExecTaskRequest {
-            task_id: task.id.clone(),
-            command: sh("true"),
-            timeout: None,
-        })
-        .await
-        .unwrap_err();
+    let err = exec_argv(&s, &task.id, sh("true"), None).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("not running"), "{err:?}");
 

@@ -15,9 +15,18 @@ fn run_executes_the_hello_example_and_stops_it() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let out = Command::new(common::plugin::binary())
-        .args(["run", "--private-systemd", "--stop-after", "3", "--alloc-dir"])
+        .args([
+            "run",
+            "--private-systemd",
+            "--stop-after",
+            "3",
+            "--alloc-dir",
+        ])
         .arg(root.path())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jobs/hello.nomad.hcl"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/jobs/hello.nomad.hcl"
+        ))
         .env_remove(common::plugin::COOKIE_KEY)
         .output()
         .unwrap();
@@ -27,7 +36,10 @@ fn run_executes_the_hello_example_and_stops_it() {
     assert!(stdout.contains("[hello] hello from systemd"), "{stdout}");
     assert!(stdout.contains("started as nomad-"), "{stdout}");
     // stopped with Nomad's default signal after --stop-after
-    assert!(stdout.contains("hello: exited: exit code 130, signal 2"), "{stdout}");
+    assert!(
+        stdout.contains("hello: exited: exit code 130, signal 2"),
+        "{stdout}"
+    );
     // alloc dirs are cleaned up
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }

@@ -12,6 +12,9 @@ use crate::task::{DriverState, TaskSpec};
 use crate::unit::plan::{dropin_belongs_to, dropin_owner};
 use crate::unit::{Mode, UnitPlan, plan};
 
+/// The unit's change notifications (see [`Systemd::watch`]).
+type Changes = tokio::sync::watch::Receiver<u64>;
+
 impl<S: Systemd> Driver<S> {
     /// Starts a task from Nomad's spec and the job's decoded `config {}`.
     pub async fn start(self: &Arc<Self>, spec: TaskSpec, cfg: TaskUserConfig) -> Result<Handle> {
@@ -33,10 +36,13 @@ impl<S: Systemd> Driver<S> {
             });
         }
         // Subscribe before starting, so no change is missed.
-        let changes = self.sd.watch(&plan.unit).await?;
+        let mut changes = self.sd.watch(&plan.unit).await?;
         let (status, dropin) = match plan.mode {
-            Mode::Transient => (self.start_transient(&plan).await?, false),
-            Mode::Unit => (self.start_installed(&spec.id, &plan).await?, true),
+            Mode::Transient => (self.start_transient(&plan, &mut changes).await?, false),
+            Mode::Unit => (
+                self.start_installed(&spec.id, &plan, &mut changes).await?,
+                true,
+            ),
         };
         let started_at = SystemTime::now();
         let state = DriverState {
@@ -98,7 +104,7 @@ impl<S: Systemd> Driver<S> {
         })
     }
 
-    async fn start_transient(&self, plan: &UnitPlan) -> Result<UnitStatus> {
+    async fn start_transient(&self, plan: &UnitPlan, changes: &mut Changes) -> Result<UnitStatus> {
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
             Ok(()) => {}
             Err(SystemdError::UnitExists(_)) => {
@@ -106,15 +112,40 @@ impl<S: Systemd> Driver<S> {
                 // is unique to this task id, so the unit is ours; adopt it.
                 tracing::info!(unit = %plan.unit, "adopting the unit of an interrupted start");
             }
+            Err(e) if self.ran_before_failing(&plan.unit, &e).await => {
+                tracing::debug!(unit = %plan.unit, "task exited before its start job finished");
+            }
             Err(e) => {
                 self.remove_unit(&plan.unit, Mode::Transient, false).await;
                 return Err(e.into());
             }
         }
-        self.started_status(plan, false).await
+        self.started_status(plan, false, changes).await
     }
 
-    async fn start_installed(&self, task_id: &str, plan: &UnitPlan) -> Result<UnitStatus> {
+    /// A start job can fail only because the task ran and already exited (a fast `exit 3`
+    /// beats the job under load). That is a started task whose exit WaitTask reports; systemd's
+    /// own setup failures (exit statuses 200–243, e.g. 203 for a missing binary) are not.
+    async fn ran_before_failing(&self, unit: &str, e: &SystemdError) -> bool {
+        if !matches!(e, SystemdError::JobFailed { .. }) {
+            return false;
+        }
+        match self.sd.status(unit).await {
+            Ok(Some(st)) => {
+                st.main_exited()
+                    && !(st.exec_main_code == crate::systemd::CLD_EXITED
+                        && (200..=243).contains(&st.exec_main_status))
+            }
+            _ => false,
+        }
+    }
+
+    async fn start_installed(
+        &self,
+        task_id: &str,
+        plan: &UnitPlan,
+        changes: &mut Changes,
+    ) -> Result<UnitStatus> {
         self.check_unit_free(task_id, &plan.unit).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
@@ -123,11 +154,15 @@ impl<S: Systemd> Driver<S> {
             self.sd.start_unit(&plan.unit).await
         }
         .await;
-        if let Err(e) = result {
-            self.remove_unit(&plan.unit, Mode::Unit, true).await;
-            return Err(e.into());
+        match result {
+            Ok(()) => {}
+            Err(e) if self.ran_before_failing(&plan.unit, &e).await => {}
+            Err(e) => {
+                self.remove_unit(&plan.unit, Mode::Unit, true).await;
+                return Err(e.into());
+            }
         }
-        self.started_status(plan, true).await
+        self.started_status(plan, true, changes).await
     }
 
     /// An installed unit may be started for a task unless it runs without the driver, or its
@@ -152,7 +187,16 @@ impl<S: Systemd> Driver<S> {
         }
     }
 
-    async fn started_status(&self, plan: &UnitPlan, dropin: bool) -> Result<UnitStatus> {
+    /// Reads the started unit. Every change signalled so far is covered by this read, so the
+    /// monitor need not re-read for them (it would double the D-Bus reads of every start);
+    /// changes signalled from here on still reach it.
+    async fn started_status(
+        &self,
+        plan: &UnitPlan,
+        dropin: bool,
+        changes: &mut Changes,
+    ) -> Result<UnitStatus> {
+        changes.mark_unchanged();
         match self.sd.status(&plan.unit).await {
             Ok(Some(st)) => Ok(st),
             Ok(None) => Err(DriverError::Systemd(SystemdError::NoSuchUnit(

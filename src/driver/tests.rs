@@ -334,3 +334,15 @@ async fn unit_mode_refuses_a_unit_another_task_holds() {
             .contains(&spec("00000021").id)
     );
 }
+
+#[tokio::test]
+async fn a_task_that_exits_before_its_start_job_is_started_and_reports_its_exit() {
+    let (d, fake) = driver();
+    fake.exit_during_next_start(3);
+    d.start(spec("00000020"), command()).await.unwrap();
+    assert_eq!(d.wait(&spec("00000020").id).await.unwrap().exit_code, 3);
+    // systemd's own setup failures (203: exec failed) still fail the start, leaving nothing
+    fake.exit_during_next_start(203);
+    assert!(d.start(spec("00000021"), command()).await.is_err());
+    assert!(d.task_ids().iter().all(|id| !id.ends_with("00000021")));
+}

@@ -7,12 +7,14 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::pty::PtyMaster;
 use super::spawn::{Io, Spawned};
 use crate::task::ExitResult;
 
@@ -110,43 +112,9 @@ pub async fn stream(
             stderr: None,
         },
     );
-    let (readers, writer) = match io {
-        Io::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            let mut readers = Vec::new();
-            if let Some(s) = stdout {
-                readers.push(pump(s, out.clone(), ExecOutput::Stdout));
-            }
-            if let Some(s) = stderr {
-                readers.push(pump(s, out.clone(), ExecOutput::Stderr));
-            }
-            (readers, tokio::spawn(feed_pipe(stdin, input)))
-        }
-        Io::Pty(master) => {
-            let master = std::sync::Arc::new(master);
-            let reader = {
-                let master = std::sync::Arc::clone(&master);
-                let out = out.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; CHUNK];
-                    while let Ok(n) = master.read(&mut buf).await {
-                        if n == 0
-                            || out
-                                .send(ExecOutput::Stdout(buf[..n].to_vec()))
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                })
-            };
-            (vec![reader], tokio::spawn(feed_pty(master, input)))
-        }
-    };
+    // the pty master stays open until the command is reaped: closing it hangs up the
+    // terminal, and a command that closed its stdio just before exiting would die of SIGHUP
+    let (readers, writer, _master) = start_io(io, input, &out);
     let status = tokio::select! {
         st = sp.child.wait() => st.ok(),
         () = out.closed() => None,
@@ -168,6 +136,51 @@ pub async fn stream(
         ExecOutput::Exited(exit_result(status)),
     ] {
         if out.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts the tasks that pump output to `out` and input to the command.
+fn start_io(
+    io: Io,
+    input: mpsc::Receiver<ExecInput>,
+    out: &mpsc::Sender<ExecOutput>,
+) -> (Vec<JoinHandle<()>>, JoinHandle<()>, Option<Arc<PtyMaster>>) {
+    match io {
+        Io::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let mut readers = Vec::new();
+            if let Some(s) = stdout {
+                readers.push(pump(s, out.clone(), ExecOutput::Stdout));
+            }
+            if let Some(s) = stderr {
+                readers.push(pump(s, out.clone(), ExecOutput::Stderr));
+            }
+            (readers, tokio::spawn(feed_pipe(stdin, input)), None)
+        }
+        Io::Pty(master) => {
+            let master = Arc::new(master);
+            let reader = tokio::spawn(read_pty(Arc::clone(&master), out.clone()));
+            let writer = tokio::spawn(feed_pty(Arc::clone(&master), input));
+            (vec![reader], writer, Some(master))
+        }
+    }
+}
+
+/// Forwards terminal output until every slave descriptor is closed (or the client is gone).
+async fn read_pty(master: Arc<PtyMaster>, out: mpsc::Sender<ExecOutput>) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n) = master.read(&mut buf).await {
+        if n == 0
+            || out
+                .send(ExecOutput::Stdout(buf[..n].to_vec()))
+                .await
+                .is_err()
+        {
             return;
         }
     }
@@ -196,10 +209,7 @@ async fn feed_pipe(
     drop(stdin);
 }
 
-async fn feed_pty(
-    master: std::sync::Arc<super::pty::PtyMaster>,
-    mut input: mpsc::Receiver<ExecInput>,
-) {
+async fn feed_pty(master: Arc<PtyMaster>, mut input: mpsc::Receiver<ExecInput>) {
     while let Some(msg) = input.recv().await {
         let r = match msg {
             ExecInput::Stdin(data) => master.write_all(&data).await,
@@ -259,7 +269,7 @@ pub async fn capture(mut sp: Spawned, timeout: Option<Duration>) -> Captured {
 
 /// Output collected by a reader task, readable whenever the reader is done or given up on.
 #[derive(Clone, Default)]
-struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl SharedBuf {
     fn append(&self, data: &[u8]) {

@@ -79,6 +79,12 @@ pub fn can_run() -> Result<(), String> {
     Ok(())
 }
 
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -127,17 +133,15 @@ impl PrivateSystemd {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            // setsid may exec unshare in place or fork; unshare forks the namespace's PID 1
-            let mut candidates = vec![me.unshare.id()];
-            candidates.extend(children(me.unshare.id()));
-            for c in candidates {
-                for pid in children(c) {
-                    if std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .is_ok_and(|c| c.trim() == "systemd")
-                    {
-                        me.pid = pid;
-                    }
-                }
+            // setsid may exec unshare in place or fork it; unshare forks the namespace's PID 1.
+            // Only that direct child counts: PID 1's own children are briefly named "systemd"
+            // too, between fork and exec.
+            let mut parent = me.unshare.id();
+            if let Some(u) = children(parent).into_iter().find(|p| comm(*p) == "unshare") {
+                parent = u;
+            }
+            if let Some(init) = children(parent).into_iter().find(|p| comm(*p) == "systemd") {
+                me.pid = init;
             }
             if me.pid != 0 && me.bus_socket().exists() && me.ping() {
                 return Ok(me);

@@ -27,6 +27,10 @@ const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
 const PROPS_IFACE: &str = "org.freedesktop.DBus.Properties";
 /// Finished jobs nobody waits for yet are kept this long (their waiter may be just behind).
 const DONE_JOBS_KEPT: usize = 4096;
+/// dbus-daemon refuses a call with `LimitsExceeded` once a connection has
+/// `max_replies_per_connection` calls awaiting replies (128 on the system bus by default);
+/// concurrent StartTasks and monitors share one connection, so calls wait their turn below it.
+const MAX_PENDING_CALLS: usize = 64;
 
 /// A systemd client on the system bus. Cheap to clone. Connects on first use, not before.
 #[derive(Clone)]
@@ -44,6 +48,8 @@ struct Inner {
     reloads: AtomicU64,
     runtime_dir: PathBuf,
     shutdown: CancellationToken,
+    /// Permits for calls awaiting a reply (see [`MAX_PENDING_CALLS`]).
+    calls: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -68,6 +74,7 @@ impl DbusSystemd {
                 reloads: AtomicU64::new(0),
                 runtime_dir: runtime_dir.into(),
                 shutdown: CancellationToken::new(),
+                calls: tokio::sync::Semaphore::new(MAX_PENDING_CALLS),
             }),
         }
     }
@@ -209,14 +216,30 @@ impl DbusSystemd {
         }
     }
 
-    async fn manager_call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
+    /// A method call to systemd, at most [`MAX_PENDING_CALLS`] in flight at once.
+    async fn call<B>(
+        &self,
+        path: &str,
+        iface: &str,
+        method: &str,
+        body: &B,
+    ) -> Result<zbus::Message>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
         let conn = self.conn().await?;
-        conn.call_method(Some(DEST), PATH, Some(MANAGER), method, body)
+        // never closed, so acquiring cannot fail; the permit is held until the reply
+        let _permit = self.inner.calls.acquire().await;
+        conn.call_method(Some(DEST), path, Some(iface), method, body)
             .await
             .map_err(map_err)
+    }
+
+    async fn manager_call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        self.call(PATH, MANAGER, method, body).await
     }
 
     async fn run_job(&self, unit: &str, method: &str, reply: zbus::Message) -> Result<()> {
@@ -234,11 +257,7 @@ impl DbusSystemd {
     }
 
     async fn get_all(&self, path: &str, iface: &str) -> Result<HashMap<String, OwnedValue>> {
-        let conn = self.conn().await?;
-        let reply = conn
-            .call_method(Some(DEST), path, Some(PROPS_IFACE), "GetAll", &(iface,))
-            .await
-            .map_err(map_err)?;
+        let reply = self.call(path, PROPS_IFACE, "GetAll", &(iface,)).await?;
         reply.body().deserialize().map_err(map_err)
     }
 
@@ -304,7 +323,8 @@ fn map_err(e: zbus::Error) -> SystemdError {
                 | "org.freedesktop.DBus.Error.Timeout"
                 | "org.freedesktop.DBus.Error.ServiceUnknown"
                 | "org.freedesktop.DBus.Error.NameHasNoOwner"
-                | "org.freedesktop.DBus.Error.Disconnected" => {
+                | "org.freedesktop.DBus.Error.Disconnected"
+                | "org.freedesktop.DBus.Error.LimitsExceeded" => {
                     SystemdError::Unreachable(format!("{name}: {msg}"))
                 }
                 _ => SystemdError::Refused(format!("{msg} ({name})")),
@@ -364,17 +384,9 @@ fn set_u64(map: &HashMap<String, OwnedValue>, key: &str) -> Option<u64> {
 
 impl Systemd for DbusSystemd {
     async fn version(&self) -> Result<String> {
-        let conn = self.conn().await?;
-        let reply = conn
-            .call_method(
-                Some(DEST),
-                PATH,
-                Some(PROPS_IFACE),
-                "Get",
-                &(MANAGER, "Version"),
-            )
-            .await
-            .map_err(map_err)?;
+        let reply = self
+            .call(PATH, PROPS_IFACE, "Get", &(MANAGER, "Version"))
+            .await?;
         let v: OwnedValue = reply.body().deserialize().map_err(map_err)?;
         String::try_from(v).map_err(|e| SystemdError::Refused(e.to_string()))
     }

@@ -24,6 +24,8 @@ struct State {
     installed: HashSet<String>,
     dropins: HashMap<String, String>,
     fail_next_start: Option<SystemdError>,
+    /// The next started unit exits with this status before its start job finishes.
+    exit_during_start: Option<i32>,
     unreachable: bool,
     signals: Vec<(String, KillWho, i32)>,
 }
@@ -101,6 +103,12 @@ impl FakeSystemd {
                 u.ignored.insert(signal);
             }
         });
+    }
+
+    /// The next started unit's main process exits with `code` before the start job finishes,
+    /// so the job fails (systemd's behaviour for a fast exit under load).
+    pub fn exit_during_next_start(&self, code: i32) {
+        self.with(|s| s.exit_during_start = Some(code));
     }
 
     /// The next start fails with `err`.
@@ -206,7 +214,15 @@ impl Systemd for FakeSystemd {
         }) {
             return Err(SystemdError::UnitExists(unit.to_string()));
         }
-        self.run(unit, properties.to_vec())
+        self.run(unit, properties.to_vec())?;
+        if let Some(code) = self.with(|s| s.exit_during_start.take()) {
+            self.exit(unit, code);
+            return Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                result: "failed".into(),
+            });
+        }
+        Ok(())
     }
 
     async fn start_unit(&self, unit: &str) -> Result<()> {

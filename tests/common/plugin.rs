@@ -134,7 +134,11 @@ impl Plugin {
         let _ = GrpcControllerClient::new(self.channel.clone())
             .shutdown(Empty {})
             .await;
-        drop(self.channel);
+        // close our connection, as go-plugin does before waiting for the exit
+        drop(std::mem::replace(
+            &mut self.channel,
+            tonic::transport::Endpoint::from_static("http://unused").connect_lazy(),
+        ));
         let deadline = Instant::now() + Duration::from_secs(2);
         let graceful = loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -173,6 +177,16 @@ pub fn check_stderr(lines: &[String]) {
     for l in lines {
         if let Err(e) = check_hclog_line(l) {
             panic!("stderr line Nomad would mishandle: {e}");
+        }
+    }
+}
+
+impl Drop for Plugin {
+    /// A test that fails midway must not leave its plugin running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

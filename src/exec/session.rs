@@ -104,14 +104,7 @@ pub async fn stream(
     input: mpsc::Receiver<ExecInput>,
     out: mpsc::Sender<ExecOutput>,
 ) {
-    let io = std::mem::replace(
-        &mut sp.io,
-        Io::Pipes {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        },
-    );
+    let io = sp.take_io();
     // the pty master stays open until the command is reaped: closing it hangs up the
     // terminal, and a command that closed its stdio just before exiting would die of SIGHUP
     let (readers, writer, _master) = start_io(io, input, &out);
@@ -225,14 +218,7 @@ async fn feed_pty(master: Arc<PtyMaster>, mut input: mpsc::Receiver<ExecInput>) 
 /// Runs a command with captured output, SIGKILLing its process group after `timeout`
 /// (`None`: no limit).
 pub async fn capture(mut sp: Spawned, timeout: Option<Duration>) -> Captured {
-    let (stdout, stderr) = match std::mem::replace(
-        &mut sp.io,
-        Io::Pipes {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        },
-    ) {
+    let (stdout, stderr) = match sp.take_io() {
         Io::Pipes { stdout, stderr, .. } => (stdout, stderr),
         Io::Pty(_) => (None, None),
     };

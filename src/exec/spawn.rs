@@ -49,6 +49,18 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// Takes the plugin's ends of the stdio, leaving none behind.
+    pub fn take_io(&mut self) -> Io {
+        std::mem::replace(
+            &mut self.io,
+            Io::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            },
+        )
+    }
+
     /// SIGKILLs the command's whole process group.
     pub fn kill_group(&self) {
         // SAFETY: kill has no memory preconditions; the group is the one setsid made.

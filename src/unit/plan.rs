@@ -333,32 +333,37 @@ fn filesystem(b: &mut Builder, task: &TaskSpec) {
             b.error("mounts", format!("{s:?} contains a control character"));
             continue;
         }
-        let text = list
-            .iter()
-            .map(|(s, d)| format!("{}:{}", quote(s), quote(d)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let items = list
-            .into_iter()
-            .map(|(s, d)| {
-                DValue::Struct(vec![
-                    DValue::Str(s),
-                    DValue::Str(d),
-                    DValue::Bool(false),
-                    DValue::U64(MS_REC),
-                ])
-            })
-            .collect();
-        b.set(
-            name,
-            text,
-            DValue::Array {
-                sig: "(ssbt)".into(),
-                items,
-            },
-        );
+        bind_setting(b, name, list, MS_REC);
     }
     b.set("PrivateTmp", "yes", DValue::Bool(true));
+}
+
+/// A `BindPaths=`-style setting from (source, destination) pairs, in both spellings.
+fn bind_setting(b: &mut Builder, name: &str, pairs: Vec<(String, String)>, flags: u64) {
+    let text = pairs
+        .iter()
+        .map(|(s, d)| format!("{}:{}", quote(s), quote(d)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let items = pairs
+        .into_iter()
+        .map(|(s, d)| {
+            DValue::Struct(vec![
+                DValue::Str(s),
+                DValue::Str(d),
+                DValue::Bool(false),
+                DValue::U64(flags),
+            ])
+        })
+        .collect();
+    b.set(
+        name,
+        text,
+        DValue::Array {
+            sig: "(ssbt)".into(),
+            items,
+        },
+    );
 }
 
 /// Device-plugin devices: the cgroup device policy allows exactly these with their
@@ -425,30 +430,7 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
     if binds.is_empty() {
         return;
     }
-    let text = binds
-        .iter()
-        .map(|(s, d)| format!("{}:{}", quote(s), quote(d)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let items = binds
-        .into_iter()
-        .map(|(s, d)| {
-            DValue::Struct(vec![
-                DValue::Str(s),
-                DValue::Str(d),
-                DValue::Bool(false),
-                DValue::U64(0),
-            ])
-        })
-        .collect();
-    b.set(
-        "BindPaths",
-        text,
-        DValue::Array {
-            sig: "(ssbt)".into(),
-            items,
-        },
-    );
+    bind_setting(b, "BindPaths", binds, 0);
     b.set("DevicePolicy", "closed", DValue::Str("closed".into()));
     b.set("PrivateDevices", "yes", DValue::Bool(true));
 }

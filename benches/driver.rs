@@ -4,17 +4,25 @@
 //! systemd, as a Markdown table and as JSON.
 //!
 //! ```text
-//! cargo bench --bench driver                 # full run (a few minutes on two cores)
-//! cargo bench --bench driver -- --quick      # CI smoke run: small counts, a few seconds
+//! cargo bench --bench driver                 # full run (about 2.5 minutes on two cores)
+//! cargo bench --bench driver -- --quick      # CI smoke run: small counts, about 25 s
 //! cargo bench --bench driver -- --json PATH  # JSON copy elsewhere (default <target>/bench-results.json)
 //! cargo bench --bench driver -- --tasks 300 --callers 300   # other scale-phase counts
 //! ```
 //!
+//! Phases, in order: plugin exec → handshake; sequential StartTask/StopTask latency; N tasks
+//! from 8 callers (running check, RSS of plugin and PID 1); TaskStats CPU cost; plugin restart
+//! and sequential RecoverTask (as the Nomad client restores), then every task's TaskStats
+//! opened at once; cleanup; the bare N; a burst of StartTasks at once (beyond dbus-daemon's 128
+//! pending replies per connection); unit-mode template instances, with daemon-reloads counted.
+//!
 //! Baselines are a bare zbus client in this process ([`Bare`]: one connection, `JobRemoved` and
 //! `Reloading` only) doing the minimal systemd work with exactly the properties or drop-in the
-//! driver's planner produces, so a ratio is what the plugin, gRPC and the planner add.
-//! Targets are reported, never asserted; the run fails only when the driver misbehaves (an RPC
-//! error, a task not reaching running, units left behind, a reload counter that sees nothing).
+//! driver's planner produces, so a ratio is what the plugin, gRPC and the driver's own reads add.
+//! [`CallCounter`] (`busctl monitor`) counts the plugin's D-Bus calls per operation, to explain
+//! the ratios. Targets are reported, never asserted; the run fails only when the driver
+//! misbehaves (an RPC error, a task not reaching running, a sample without cgroup data, units
+//! left behind, a reload counter that sees nothing).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -722,9 +730,13 @@ impl CallCounter {
     async fn take(&self, per: usize) -> String {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let counts = std::mem::take(&mut *lock(&self.counts));
+        let per = per.max(1) as f64;
         let parts: Vec<String> = counts
             .iter()
-            .map(|(m, n)| format!("{m} {:.1}", *n as f64 / per.max(1) as f64))
+            .map(|(m, n)| match *n as f64 / per {
+                r if r >= 0.05 => format!("{m} {r:.1}"),
+                _ => format!("{m} ({n} in all)"),
+            })
             .collect();
         if parts.is_empty() {
             "none seen".into()
@@ -1426,6 +1438,7 @@ impl Bench {
         self.s.relaunch().await;
         let relaunch = t.elapsed();
         let mut c = self.client();
+        let calls = self.call_counter().await?;
         let t = Instant::now();
         for (h, _) in handles {
             let mut handle = h.clone();
@@ -1441,12 +1454,23 @@ impl Bench {
                 .map_err(|e| self.with_log(e))?;
         }
         let wall = t.elapsed();
+        let calls = calls.take(n).await;
         let t = Instant::now();
         for (h, _) in handles {
             self.bare.status_reads(&unit_of(h)?).await?;
         }
         let base = t.elapsed();
         let ids: Vec<String> = handles.iter().map(|(h, _)| task_id(h)).collect();
+        let sample = &ids[..ids.len().min(200)];
+        let t = Instant::now();
+        for id in sample {
+            is_running(self.client(), id.clone()).await?;
+        }
+        let inspect = ms(t.elapsed()) / sample.len().max(1) as f64;
+        self.notes.push(format!(
+            "recover: plugin D-Bus calls to systemd per RecoverTask: {calls}; a gRPC round trip \
+             without D-Bus (InspectTask, sequential) takes {inspect:.2} ms"
+        ));
         let running = self.count_running(&ids).await?;
         let rss = rss_mib(self.plugin_pid())?;
         let (first, with_data) = self

@@ -55,7 +55,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use zbus::zvariant::{Array, OwnedObjectPath, OwnedValue, Signature, StructureBuilder, Value};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 type R<T> = Result<T, String>;
 type Client = DriverClient<Channel>;
@@ -657,33 +657,10 @@ async fn dispatch(
     }
 }
 
-/// The planner's D-Bus value → zvariant, for the bare `StartTransientUnit`.
+/// The planner's D-Bus value → zvariant, for the bare `StartTransientUnit` (the driver's own
+/// conversion, so both sides send identical values).
 fn to_value(v: &DValue) -> R<Value<'static>> {
-    Ok(match v {
-        DValue::Bool(b) => Value::from(*b),
-        DValue::I32(i) => Value::from(*i),
-        DValue::U32(u) => Value::from(*u),
-        DValue::I64(i) => Value::from(*i),
-        DValue::U64(u) => Value::from(*u),
-        DValue::Str(s) => Value::from(s.clone()),
-        DValue::StrList(l) => Value::from(l.clone()),
-        DValue::Bytes(b) => Value::from(b.clone()),
-        DValue::Struct(fields) => {
-            let mut sb = StructureBuilder::new();
-            for f in fields {
-                sb = sb.append_field(to_value(f)?);
-            }
-            Value::from(sb.build().map_err(zerr)?)
-        }
-        DValue::Array { sig, items } => {
-            let sig = Signature::try_from(sig.as_str()).map_err(zerr)?;
-            let mut arr = Array::new(&sig);
-            for item in items {
-                arr.append(to_value(item)?).map_err(zerr)?;
-            }
-            Value::from(arr)
-        }
-    })
+    nomad_driver_systemd::systemd::dbus::to_value(v).map_err(zerr)
 }
 
 /// Counts method calls to systemd by member with `busctl monitor` (a child process,

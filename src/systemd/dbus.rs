@@ -338,7 +338,7 @@ fn map_err(e: zbus::Error) -> SystemdError {
 }
 
 /// Our D-Bus value → zvariant.
-fn to_value(v: &DValue) -> Result<Value<'static>> {
+pub fn to_value(v: &DValue) -> Result<Value<'static>> {
     let sig_err = |e: zbus::zvariant::Error| SystemdError::Refused(format!("bad signature: {e}"));
     Ok(match v {
         DValue::Bool(b) => Value::from(*b),

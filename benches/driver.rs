@@ -49,8 +49,8 @@ use nomad_driver_systemd::proto::drivers::{
 use nomad_driver_systemd::stats::{detect_layout, read_cgroup};
 use nomad_driver_systemd::systemd::DROPIN_FILE;
 use nomad_driver_systemd::task::DriverState;
-use nomad_driver_systemd::unit::value::DValue;
 use nomad_driver_systemd::unit::{UnitPlan, plan};
+use nomad_driver_systemd::vocab::DValue;
 use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;

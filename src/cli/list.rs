@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::{human_bytes, human_cpu, say, say_err, table, utc_timestamp};
 use crate::config::PluginConfig;
 use crate::systemd::{DbusSystemd, Systemd, SystemdError, UnitInfo};
-use crate::unit::Mode;
 use crate::unit::name::{ParsedName, parse_unit_name};
+use crate::vocab::Mode;
 
 /// The longest `list` waits for systemd.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -245,7 +245,7 @@ fn read(runtime_dir: &str, slice: &str) -> Result<Vec<Entry>, String> {
 mod tests {
     use super::*;
     use crate::systemd::FakeSystemd;
-    use crate::unit::value::DValue;
+    use crate::vocab::DValue;
 
     const ALLOC: &str = "8f3c2d1e-1111-2222-3333-444455556666";
 

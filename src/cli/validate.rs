@@ -18,7 +18,8 @@ use crate::config::cty::Fields;
 use crate::config::{ConfigError, PluginConfig, TaskUserConfig};
 use crate::task::TaskSpec;
 use crate::task::spec::Resources;
-use crate::unit::{Mode, plan};
+use crate::unit::plan;
+use crate::vocab::Mode;
 
 /// Nomad's resources for a task whose job names none.
 const DEFAULT_CPU_MHZ: i64 = 100;

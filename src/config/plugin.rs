@@ -134,7 +134,7 @@ impl PluginConfig {
                 ));
             }
         }
-        use crate::unit::properties::PropertyPolicy;
+        use crate::properties::PropertyPolicy;
         for (key, result) in [
             (
                 "allowed_properties",

@@ -23,8 +23,8 @@ use crate::stats::Compute;
 use crate::systemd::{Systemd, SystemdError};
 use crate::task::state::StateError;
 use crate::task::{DriverState, ExitResult, TaskState};
-use crate::unit::Mode;
 use crate::unit::plan::PlanErrors;
+use crate::vocab::Mode;
 
 pub use exec::ExecSession;
 pub use fingerprint::{Fingerprint, Health};

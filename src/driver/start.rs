@@ -10,7 +10,8 @@ use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::task::state::STATE_VERSION;
 use crate::task::{DriverState, TaskSpec};
 use crate::unit::plan::{dropin_belongs_to, dropin_owner};
-use crate::unit::{Mode, UnitPlan, plan};
+use crate::unit::{UnitPlan, plan};
+use crate::vocab::Mode;
 
 /// The unit's change notifications (see [`Systemd::watch`]).
 type Changes = tokio::sync::watch::Receiver<u64>;

@@ -17,7 +17,7 @@ use zbus::{Connection, MatchRule, MessageStream, message};
 use super::{
     DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitStatus, unit_object_path,
 };
-use crate::unit::value::DValue;
+use crate::vocab::DValue;
 
 const DEST: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";

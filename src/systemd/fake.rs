@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{CLD_EXITED, CLD_KILLED, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitStatus};
-use crate::unit::value::DValue;
+use crate::vocab::DValue;
 
 #[derive(Default)]
 struct Unit {

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use tokio::sync::watch;
 
-use crate::unit::value::DValue;
+use crate::vocab::DValue;
 
 pub use dbus::DbusSystemd;
 pub use fake::FakeSystemd;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::unit::Mode;
+use crate::vocab::Mode;
 
 /// The current schema version, also sent as `TaskHandle.version` (0 is reserved by Nomad).
 pub const STATE_VERSION: u32 = 1;

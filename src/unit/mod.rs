@@ -1,8 +1,7 @@
-//! From a task to a systemd unit: names, typed properties, policy and the planner (pure).
+//! From a task to a systemd unit: names and the planner (pure). The property catalog the planner
+//! types job properties with is `crate::properties`.
 
 pub mod name;
 pub mod plan;
-pub mod properties;
-pub mod value;
 
-pub use plan::{Mode, UnitPlan, plan};
+pub use plan::{Host, UnitPlan, plan, plan_on};

@@ -4,26 +4,16 @@
 use std::fmt;
 
 use super::name::{unit_name, valid_unit_name};
-use super::properties::{self, PropertyPolicy, Section};
-use super::value::DValue;
 use crate::config::plugin::{is_root_user, valid_user_name};
 use crate::config::{PluginConfig, TaskUserConfig};
+use crate::properties::{self, PropertyPolicy, Section};
 use crate::task::spec::{Resources, TaskSpec};
+use crate::vocab::{DValue, Mode};
 
 /// Working directory when the job names none.
 pub const DEFAULT_WORK_DIR: &str = "/local";
 /// `MS_REC` for BindPaths' flags.
 const MS_REC: u64 = 0x4000;
-
-/// How the unit comes to exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// `StartTransientUnit` from `command`.
-    Transient,
-    /// An installed unit (or template instance) from `unit`, with a runtime drop-in.
-    Unit,
-}
 
 /// What the driver will ask systemd for.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,11 +90,29 @@ impl Builder {
     }
 }
 
-/// Plans the unit for one task start. All problems are collected, not just the first.
+/// What the planner knows about the host the unit will run on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Host {
+    /// systemd's major version (`252`), when known: a job property that version lacks is refused
+    /// by key. `None` checks no versions.
+    pub systemd_version: Option<u32>,
+}
+
+/// Plans the unit for one task start on a host whose systemd version is unknown.
 pub fn plan(
     task: &TaskSpec,
     cfg: &TaskUserConfig,
     plugin: &PluginConfig,
+) -> Result<UnitPlan, PlanErrors> {
+    plan_on(task, cfg, plugin, Host::default())
+}
+
+/// Plans the unit for one task start. All problems are collected, not just the first.
+pub fn plan_on(
+    task: &TaskSpec,
+    cfg: &TaskUserConfig,
+    plugin: &PluginConfig,
+    host: Host,
 ) -> Result<UnitPlan, PlanErrors> {
     let mut b = Builder {
         settings: Vec::new(),
@@ -161,7 +169,7 @@ pub fn plan(
             Err(why) => b.error("network_isolation.path", format!("{ns:?} {why}")),
         }
     }
-    job_properties(&mut b, cfg, plugin);
+    job_properties(&mut b, cfg, plugin, host);
     if mode == Mode::Transient && !b.has("Type") {
         // exec: a missing or non-executable binary fails the start job instead of exiting later.
         b.set("Type", "exec", DValue::Str("exec".into()));
@@ -540,12 +548,18 @@ fn resources(b: &mut Builder, r: &Resources) {
     }
 }
 
-fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig) {
+fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, host: Host) {
     let policy = PropertyPolicy::new(&plugin.allowed_properties, &plugin.denied_properties);
     for (name, value) in &cfg.properties {
         // escaped, so that a name like "Foo\nUser" cannot break the error onto two lines
         let key = format!("config.properties.{}", name.escape_debug());
-        if let Err(e) = policy.check(name) {
+        let allowed = policy
+            .check(name)
+            .and_then(|()| match host.systemd_version {
+                Some(v) => properties::check_version(name, v),
+                None => Ok(()),
+            });
+        if let Err(e) = allowed {
             b.error(key, e.to_string());
             continue;
         }

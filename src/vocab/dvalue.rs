@@ -1,4 +1,5 @@
-//! Our own D-Bus value type for `StartTransientUnit` properties, so that planning code never names zbus.
+//! Our own D-Bus value type for `StartTransientUnit` properties, so that the property catalog and
+//! the planner never name zbus.
 
 /// A D-Bus value as systemd's StartTransientUnit wants it, without naming zbus.
 #[derive(Debug, Clone, PartialEq)]

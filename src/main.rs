@@ -39,6 +39,10 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Judge job properties against this systemd major version (e.g. 245); default: the
+        /// host's systemd when it answers on the system bus, else no version check.
+        #[arg(long, value_name = "VERSION")]
+        systemd_version: Option<u32>,
         /// Job files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -63,6 +67,8 @@ enum Command {
     },
     /// List the units this driver manages on this host.
     List {
+        /// Plugin config (TOML), for the slice; default /etc/nomad-driver-systemd/config.toml
+        /// when it exists.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Print JSON instead of a table.
@@ -78,8 +84,9 @@ fn main() -> ExitCode {
         Some(Command::Validate {
             config,
             json,
+            systemd_version,
             files,
-        }) => cli::validate::run(config.as_deref(), &files, json),
+        }) => cli::validate::run(config.as_deref(), &files, json, systemd_version),
         Some(Command::Run {
             file,
             config,

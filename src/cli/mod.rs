@@ -9,6 +9,8 @@ pub mod validate;
 
 use std::io::Write;
 
+use crate::logging::civil_from_days;
+
 /// Environment variable that redirects systemd's runtime dir (drop-ins), as in plugin mode.
 pub const RUNTIME_DIR_ENV: &str = "NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR";
 /// Where systemd keeps runtime unit files.
@@ -83,6 +85,21 @@ pub fn human_cpu(nsec: u64) -> String {
     format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
 }
 
+/// systemd's major version on this host's system bus, if systemd answers within two seconds.
+pub fn host_systemd_version() -> Option<u32> {
+    use crate::systemd::{DbusSystemd, Systemd, major_version};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let sd = DbusSystemd::new(DEFAULT_RUNTIME_DIR);
+    let version = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(2), sd.version()).await
+    });
+    sd.close();
+    major_version(&version.ok()?.ok()?)
+}
+
 /// µs since the epoch as RFC 3339 UTC (`2025-01-31T23:59:59Z`); `None` for 0 (unknown).
 pub fn utc_timestamp(usec: u64) -> Option<String> {
     if usec == 0 {
@@ -98,25 +115,6 @@ pub fn utc_timestamp(usec: u64) -> Option<String> {
         (rem % 3600) / 60,
         rem % 60
     ))
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
-/// Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
 }
 
 #[cfg(test)]

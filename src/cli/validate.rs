@@ -2,6 +2,10 @@
 //! plugin's own decoder (`config::cty::Fields` + `TaskUserConfig`) and planner (`unit::plan`),
 //! under the operator's config (`/etc/nomad-driver-systemd/config.toml` or `--config`).
 //!
+//! Job properties the target's systemd lacks are refused by key, as the plugin refuses them at
+//! StartTask: the version is `--systemd-version`, else the host's systemd when it answers on the
+//! system bus, else unknown (no version check).
+//!
 //! What Nomad only knows at run time is stood in for by placeholders ([`super::interp`]): the
 //! alloc id, the alloc dir, the per-start id, `${...}` interpolations. Resources missing from the
 //! job take Nomad's defaults (cpu 100 MHz, memory 300 MB). Output maps placeholders back.
@@ -18,7 +22,7 @@ use crate::config::cty::Fields;
 use crate::config::{ConfigError, PluginConfig, TaskUserConfig};
 use crate::task::TaskSpec;
 use crate::task::spec::Resources;
-use crate::unit::plan;
+use crate::unit::{Host, plan_on};
 use crate::vocab::Mode;
 
 /// Nomad's resources for a task whose job names none.
@@ -87,7 +91,7 @@ impl Report {
 }
 
 /// The verdicts on one file: one report per systemd task, or one for the file's own problem.
-pub fn check_file(path: &Path, plugin: &PluginConfig) -> Vec<Report> {
+pub fn check_file(path: &Path, plugin: &PluginConfig, host: Host) -> Vec<Report> {
     let file = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -99,22 +103,29 @@ pub fn check_file(path: &Path, plugin: &PluginConfig) -> Vec<Report> {
         }
     };
     match job::parse(&text) {
-        Ok(job) => check_job(&file, &job, plugin),
+        Ok(job) => check_job(&file, &job, plugin, host),
         Err(p) => vec![Report::file_problem(&file, p)],
     }
 }
 
 /// One report per task with `driver = "systemd"`.
-pub fn check_job(file: &str, job: &Job, plugin: &PluginConfig) -> Vec<Report> {
+pub fn check_job(file: &str, job: &Job, plugin: &PluginConfig, host: Host) -> Vec<Report> {
     job.groups
         .iter()
         .flat_map(|g| g.tasks.iter().map(move |t| (g, t)))
         .filter(|(_, t)| t.driver == "systemd")
-        .map(|(g, t)| check_task(file, job, g, t, plugin))
+        .map(|(g, t)| check_task(file, job, g, t, plugin, host))
         .collect()
 }
 
-fn check_task(file: &str, job: &Job, group: &Group, task: &Task, plugin: &PluginConfig) -> Report {
+fn check_task(
+    file: &str,
+    job: &Job,
+    group: &Group,
+    task: &Task,
+    plugin: &PluginConfig,
+    host: Host,
+) -> Report {
     let mut interp = Interp::new();
     let mut errors = task.problems.clone();
     let mut warnings = task.warnings.clone();
@@ -130,7 +141,7 @@ fn check_task(file: &str, job: &Job, group: &Group, task: &Task, plugin: &Plugin
         warnings,
     };
     match decode_config(&task.config, &mut interp) {
-        Ok(cfg) => match plan(&spec, &cfg, plugin) {
+        Ok(cfg) => match plan_on(&spec, &cfg, plugin, host) {
             Ok(p) => {
                 report.unit = Some(p.unit);
                 report.mode = Some(p.mode);
@@ -284,8 +295,13 @@ fn restore(report: &mut Report, interp: &Interp, spec: &TaskSpec) {
     }
 }
 
-/// `nomad-driver-systemd validate [--config F] [--json] FILES...`
-pub fn run(config: Option<&Path>, files: &[PathBuf], json: bool) -> ExitCode {
+/// `nomad-driver-systemd validate [--config F] [--json] [--systemd-version N] FILES...`
+pub fn run(
+    config: Option<&Path>,
+    files: &[PathBuf],
+    json: bool,
+    systemd_version: Option<u32>,
+) -> ExitCode {
     let plugin = match PluginConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -293,10 +309,13 @@ pub fn run(config: Option<&Path>, files: &[PathBuf], json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let host = Host {
+        systemd_version: systemd_version.or_else(super::host_systemd_version),
+    };
     let mut reports = Vec::new();
     let mut empty = Vec::new();
     for f in files {
-        let r = check_file(f, &plugin);
+        let r = check_file(f, &plugin, host);
         if r.is_empty() {
             empty.push(f.display().to_string());
         }
@@ -386,7 +405,7 @@ mod tests {
 
     fn check(hcl: &str, cfg: &PluginConfig) -> Vec<Report> {
         let job = job::parse(hcl).unwrap();
-        check_job("job.hcl", &job, cfg)
+        check_job("job.hcl", &job, cfg, Host::default())
     }
 
     fn task(config: &str, extra: &str) -> String {
@@ -560,9 +579,36 @@ mod tests {
 
     #[test]
     fn unreadable_files_are_reported_as_files() {
-        let r = check_file(Path::new("/nonexistent/job.hcl"), &PluginConfig::default());
+        let r = check_file(
+            Path::new("/nonexistent/job.hcl"),
+            &PluginConfig::default(),
+            Host::default(),
+        );
         assert_eq!(r.len(), 1);
         assert!(!r[0].valid());
         assert_eq!(r[0].errors[0].key, "file");
+    }
+
+    #[test]
+    fn properties_the_target_systemd_lacks_are_refused_by_key() {
+        let hcl = task(
+            "command = \"/bin/true\"\nproperties = { ProtectProc = \"invisible\" }",
+            "",
+        );
+        let job = job::parse(&hcl).unwrap();
+        let old = Host {
+            systemd_version: Some(245),
+        };
+        let r = &check_job("job.hcl", &job, &PluginConfig::default(), old)[0];
+        assert!(!r.valid());
+        assert_eq!(r.errors[0].key, "config.properties.ProtectProc");
+        assert_eq!(
+            r.errors[0].message,
+            "property \"ProtectProc\" needs systemd 247 or newer; the target runs systemd 245"
+        );
+        let new = Host {
+            systemd_version: Some(252),
+        };
+        assert!(check_job("job.hcl", &job, &PluginConfig::default(), new)[0].valid());
     }
 }

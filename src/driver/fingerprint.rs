@@ -38,6 +38,10 @@ impl<S: Systemd> Driver<S> {
         }
         match self.sd.version().await {
             Ok(version) => {
+                if let Some(major) = crate::systemd::major_version(&version) {
+                    self.systemd_version
+                        .store(major, std::sync::atomic::Ordering::Relaxed);
+                }
                 let mut attributes = BTreeMap::new();
                 attributes.insert(format!("{ATTR}.version"), version_number(&version));
                 attributes.insert(format!("{ATTR}.slice"), cfg.slice.clone());

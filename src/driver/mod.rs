@@ -133,6 +133,9 @@ pub struct Driver<S: Systemd> {
     events: broadcast::Sender<TaskEvent>,
     cgroup_root: PathBuf,
     layout: std::sync::OnceLock<Option<crate::stats::CgroupLayout>>,
+    /// systemd's major version from the last healthy fingerprint (0: not known yet); the
+    /// planner refuses job properties that version lacks.
+    systemd_version: std::sync::atomic::AtomicU32,
     shutdown: CancellationToken,
 }
 
@@ -153,6 +156,7 @@ impl<S: Systemd> Driver<S> {
             events: broadcast::channel(1024).0,
             cgroup_root: cgroup_root.into(),
             layout: std::sync::OnceLock::new(),
+            systemd_version: std::sync::atomic::AtomicU32::new(0),
             shutdown: CancellationToken::new(),
         })
     }
@@ -172,6 +176,16 @@ impl<S: Systemd> Driver<S> {
                 .compute
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+        }
+    }
+
+    /// What the planner knows about this host: systemd's version once a fingerprint read it.
+    fn host(&self) -> crate::unit::Host {
+        let v = self
+            .systemd_version
+            .load(std::sync::atomic::Ordering::Relaxed);
+        crate::unit::Host {
+            systemd_version: (v != 0).then_some(v),
         }
     }
 

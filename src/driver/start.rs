@@ -10,7 +10,7 @@ use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::task::state::STATE_VERSION;
 use crate::task::{DriverState, TaskSpec};
 use crate::unit::plan::{dropin_belongs_to, dropin_owner};
-use crate::unit::{UnitPlan, plan};
+use crate::unit::{UnitPlan, plan_on};
 use crate::vocab::Mode;
 
 /// The unit's change notifications (see [`Systemd::watch`]).
@@ -25,7 +25,7 @@ impl<S: Systemd> Driver<S> {
         if self.lock_tasks().contains_key(&spec.id) {
             return Err(DriverError::AlreadyExists(spec.id));
         }
-        let plan = plan(&spec, &cfg, &self.config())?;
+        let plan = plan_on(&spec, &cfg, &self.config(), self.host())?;
         for warning in &plan.warnings {
             self.emit(super::TaskEvent {
                 task_id: spec.id.clone(),

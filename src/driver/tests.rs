@@ -346,3 +346,27 @@ async fn a_task_that_exits_before_its_start_job_is_started_and_reports_its_exit(
     assert!(d.start(spec("00000021"), command()).await.is_err());
     assert!(d.task_ids().iter().all(|id| !id.ends_with("00000021")));
 }
+
+#[tokio::test]
+async fn start_refuses_a_property_the_fingerprinted_systemd_lacks() {
+    let (d, fake) = driver();
+    let mut cfg = command();
+    cfg.properties
+        .insert("ProtectProc".into(), "invisible".into());
+    // before any fingerprint the version is unknown and nothing is refused for it
+    d.start(spec("00000001"), cfg.clone()).await.unwrap();
+    fake.set_version("245.4-4ubuntu3");
+    d.fingerprint().await;
+    let err = d
+        .start(spec("00000002"), cfg)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "config.properties.ProtectProc: property \"ProtectProc\" needs systemd 247 or newer; the target runs systemd 245"
+        ),
+        "{err}"
+    );
+    assert!(fake.properties(&unit("00000002")).is_none());
+}

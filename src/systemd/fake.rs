@@ -27,6 +27,8 @@ struct State {
     /// The next started unit exits with this status before its start job finishes.
     exit_during_start: Option<i32>,
     unreachable: bool,
+    /// What `version()` reports; empty: "252 (fake)".
+    version: String,
     signals: Vec<(String, KillWho, i32)>,
 }
 
@@ -59,6 +61,11 @@ impl FakeSystemd {
         } else {
             Ok(())
         }
+    }
+
+    /// Makes `version()` report this version string.
+    pub fn set_version(&self, version: &str) {
+        self.with(|s| s.version = version.to_string());
     }
 
     /// Makes the main process exit with `code`.
@@ -203,7 +210,8 @@ impl FakeSystemd {
 impl Systemd for FakeSystemd {
     async fn version(&self) -> Result<String> {
         self.check_reachable()?;
-        Ok("252 (fake)".into())
+        let v = self.with(|s| s.version.clone());
+        Ok(if v.is_empty() { "252 (fake)".into() } else { v })
     }
 
     async fn start_transient(&self, unit: &str, properties: &[(String, DValue)]) -> Result<()> {

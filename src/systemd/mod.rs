@@ -1,7 +1,9 @@
 //! The systemd side: a narrow async trait over the Manager/Unit D-Bus API, a real
-//! implementation on zbus (the only module that names zbus) and an in-memory fake for tests.
+//! implementation on zbus (the only module that names zbus) and, in unit tests only, an in-memory
+//! fake.
 
 pub mod dbus;
+#[cfg(test)]
 pub mod fake;
 
 use std::future::Future;
@@ -11,7 +13,15 @@ use tokio::sync::watch;
 use crate::vocab::DValue;
 
 pub use dbus::DbusSystemd;
+#[cfg(test)]
 pub use fake::FakeSystemd;
+
+/// systemd's major version from its `Version` property: `"252.38-1~deb12u1"` → 252.
+pub fn major_version(version: &str) -> Option<u32> {
+    let v = version.trim().trim_start_matches('v');
+    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    v[..end].parse().ok()
+}
 
 /// What the driver needs to know about one unit, read in one go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,5 +205,13 @@ mod tests {
             unit_object_path("nomad-x\\x2dy.service"),
             "/org/freedesktop/systemd1/unit/nomad_2dx_5cx2dy_2eservice"
         );
+    }
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(super::major_version("252.38-1~deb12u1"), Some(252));
+        assert_eq!(super::major_version("v255.4"), Some(255));
+        assert_eq!(super::major_version("256"), Some(256));
+        assert_eq!(super::major_version("git"), None);
     }
 }

@@ -1,3 +1,3 @@
-//! Nomad-client-side fixtures (see `nomad_driver_systemd::local::alloc`).
+//! Nomad-client-side fixtures (see `nomad_driver_systemd::nomad_standin::alloc`).
 
-pub use nomad_driver_systemd::local::alloc::*;
+pub use nomad_driver_systemd::nomad_standin::alloc::*;

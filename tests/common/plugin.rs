@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nomad_driver_systemd::local::client;
+use nomad_driver_systemd::nomad_standin::client;
 use nomad_driver_systemd::proto::base::base_plugin_client::BasePluginClient;
 use nomad_driver_systemd::proto::drivers::driver_client::DriverClient;
 use nomad_driver_systemd::proto::plugin::Empty;

@@ -1,7 +1,7 @@
-//! The private systemd fixture (see `nomad_driver_systemd::local::sandbox`), and the rule that
+//! The private systemd fixture (see `nomad_driver_systemd::nomad_standin::private_systemd`), and the rule that
 //! real-systemd tests fail rather than skip.
 
-pub use nomad_driver_systemd::local::sandbox::{PrivateSystemd, can_run};
+pub use nomad_driver_systemd::nomad_standin::private_systemd::{PrivateSystemd, can_run};
 
 /// Tests that need the real thing call this first: without root they fail, unless the developer
 /// opts out with NDS_SKIP_PRIVILEGED=1 (CI never does).

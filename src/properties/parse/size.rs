@@ -119,7 +119,7 @@ pub(super) fn parse_size(t: &str) -> Option<u64> {
     }
 }
 
-// --- percentages -----------------------------------------------------------------------------
+// percentages
 
 fn is_percentage(v: &str) -> bool {
     v.ends_with('%') || v.ends_with('‰') || v.ends_with('‱')

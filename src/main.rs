@@ -12,10 +12,6 @@ use nomad_driver_systemd::driver::Driver;
 use nomad_driver_systemd::systemd::DbusSystemd;
 use nomad_driver_systemd::{cli, logging, plugin};
 
-/// Where systemd keeps runtime unit files (drop-ins for unit mode go below `system/`).
-const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
 #[derive(Parser)]
 #[command(
     version,
@@ -149,11 +145,11 @@ async fn serve_plugin(env: plugin::Env<'_>) -> Result<(), Box<dyn std::error::Er
         }
     });
     // The runtime dir can be redirected (tests reach a private systemd's /run from outside).
-    let runtime_dir = env("NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR")
+    let runtime_dir = env(cli::RUNTIME_DIR_ENV)
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| SYSTEMD_RUNTIME_DIR.to_string());
+        .unwrap_or_else(|| cli::DEFAULT_RUNTIME_DIR.to_string());
     let systemd = DbusSystemd::new(runtime_dir);
-    let driver = Driver::new(systemd.clone(), CGROUP_ROOT);
+    let driver = Driver::new(systemd.clone(), cli::CGROUP_ROOT);
     let shutdown = CancellationToken::new();
     plugin::write_handshake(&path)?;
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "plugin serving");

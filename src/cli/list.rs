@@ -4,7 +4,9 @@
 //! transient scheme (`nomad-<alloc>-<task>-<id>.service`) or it carries the driver's drop-in
 //! (unit mode). Job, group and task come from the transient unit's description
 //! (`Nomad task <job>/<group>/<task> (alloc <id>)`) or, in unit mode, from the `NOMAD_*`
-//! variables of its environment (which the drop-in sets).
+//! variables of its environment (which the drop-in sets). MEMORY and CPU come from systemd
+//! (`MemoryCurrent`, `CPUUsageNSec`) or, where it publishes none (cgroup v1 and hybrid hosts),
+//! from the unit's cgroup through the same readers the plugin's TaskStats use.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{human_bytes, human_cpu, say, say_err, table, utc_timestamp};
 use crate::config::PluginConfig;
+use crate::stats::{detect_layout, read_cgroup};
 use crate::systemd::{DbusSystemd, Systemd, SystemdError, UnitInfo};
 use crate::unit::name::{ParsedName, parse_unit_name};
 use crate::vocab::Mode;
@@ -83,8 +86,13 @@ impl Entry {
     }
 }
 
-/// The driver's units in `slice`, sorted by alloc id, task and unit.
-pub async fn collect<S: Systemd>(sd: &S, slice: &str) -> Result<Vec<Entry>, SystemdError> {
+/// The driver's units in `slice`, sorted by alloc id, task and unit. Usage systemd does not
+/// publish is read from the cgroup hierarchy under `cgroup_root`.
+pub async fn collect<S: Systemd>(
+    sd: &S,
+    slice: &str,
+    cgroup_root: &Path,
+) -> Result<Vec<Entry>, SystemdError> {
     let mut out = Vec::new();
     for unit in sd.slice_units(slice).await? {
         let parsed = parse_unit_name(&unit);
@@ -99,7 +107,9 @@ pub async fn collect<S: Systemd>(sd: &S, slice: &str) -> Result<Vec<Entry>, Syst
         let Some(info) = sd.unit_info(&unit).await? else {
             continue;
         };
-        out.push(entry(unit, mode, parsed, &info));
+        let mut e = entry(unit, mode, parsed, &info);
+        usage_from_cgroupfs(&mut e, cgroup_root, &info.control_group);
+        out.push(e);
     }
     out.sort_by(|a, b| (&a.alloc_id, &a.task, &a.unit).cmp(&(&b.alloc_id, &b.task, &b.unit)));
     Ok(out)
@@ -138,6 +148,18 @@ fn entry(unit: String, mode: Mode, parsed: Option<ParsedName>, info: &UnitInfo) 
         memory_bytes: info.memory_current,
         cpu_nsec: info.cpu_usage_nsec,
     }
+}
+
+/// Fills MEMORY and CPU from the unit's cgroup where systemd left them unset.
+fn usage_from_cgroupfs(e: &mut Entry, root: &Path, cgroup: &str) {
+    if (e.memory_bytes.is_some() && e.cpu_nsec.is_some()) || cgroup.is_empty() {
+        return;
+    }
+    let Some(reading) = detect_layout(root).and_then(|l| read_cgroup(root, l, cgroup).ok()) else {
+        return;
+    };
+    e.memory_bytes = e.memory_bytes.or(reading.mem_usage);
+    e.cpu_nsec = e.cpu_nsec.or(reading.cpu_total_ns);
 }
 
 /// Job, group, task and alloc id from a transient unit's description.
@@ -189,7 +211,7 @@ pub fn run(config: Option<&Path>, json: bool) -> ExitCode {
         .ok()
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| super::DEFAULT_RUNTIME_DIR.to_string());
-    let entries = match read(&runtime_dir, &plugin.slice) {
+    let entries = match read(&runtime_dir, &plugin.slice, Path::new(super::CGROUP_ROOT)) {
         Ok(e) => e,
         Err(e) => {
             say_err(&format!("list: {e}"));
@@ -218,7 +240,7 @@ pub fn run(config: Option<&Path>, json: bool) -> ExitCode {
 }
 
 /// Connects to the system bus and collects; errors say where the bus was looked for.
-fn read(runtime_dir: &str, slice: &str) -> Result<Vec<Entry>, String> {
+fn read(runtime_dir: &str, slice: &str, root: &Path) -> Result<Vec<Entry>, String> {
     let bus = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
         .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".into());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -227,7 +249,7 @@ fn read(runtime_dir: &str, slice: &str) -> Result<Vec<Entry>, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let sd = DbusSystemd::new(runtime_dir);
     let result =
-        runtime.block_on(async { tokio::time::timeout(TIMEOUT, collect(&sd, slice)).await });
+        runtime.block_on(async { tokio::time::timeout(TIMEOUT, collect(&sd, slice, root)).await });
     sd.close();
     match result {
         Ok(Ok(entries)) => Ok(entries),
@@ -300,7 +322,9 @@ mod tests {
         sd.install("foreign.service");
         sd.start_unit("foreign.service").await.unwrap();
 
-        let entries = collect(&sd, "nomad_tasks.slice").await.unwrap();
+        let entries = collect(&sd, "nomad_tasks.slice", Path::new("/nonexistent"))
+            .await
+            .unwrap();
         assert_eq!(entries.len(), 2, "{entries:?}");
         let t = entries.iter().find(|e| e.unit == transient).unwrap();
         assert_eq!(
@@ -327,8 +351,39 @@ mod tests {
         let sd = FakeSystemd::new();
         sd.set_unreachable(true);
         assert!(matches!(
-            collect(&sd, "nomad_tasks.slice").await,
+            collect(&sd, "nomad_tasks.slice", Path::new("/nonexistent")).await,
             Err(SystemdError::Unreachable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn usage_systemd_does_not_publish_is_read_from_cgroupfs() {
+        // a hybrid v1 host: systemd reports neither MemoryCurrent nor CPUUsageNSec
+        let root = tempfile::tempdir().unwrap();
+        let sd = FakeSystemd::new();
+        let unit = crate::unit::name::unit_name(ALLOC, "server", "0a1b2c3d");
+        sd.start_transient(
+            &unit,
+            &[("Slice".into(), DValue::Str("nomad_tasks.slice".into()))],
+        )
+        .await
+        .unwrap();
+        let cgroup = sd.status(&unit).await.unwrap().unwrap().control_group;
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("unified/cgroup.controllers", "");
+        write("memory/cgroup.procs", "");
+        write("cpuacct/cgroup.procs", "");
+        write(&format!("memory{cgroup}/memory.usage_in_bytes"), "4096\n");
+        write(&format!("cpuacct{cgroup}/cpuacct.usage"), "5000000\n");
+        let entries = collect(&sd, "nomad_tasks.slice", root.path())
+            .await
+            .unwrap();
+        assert_eq!(entries[0].memory_bytes, Some(4096));
+        assert_eq!(entries[0].cpu_nsec, Some(5_000_000));
+        assert_eq!(entries[0].row()[7..9], ["4.0K", "5ms"]);
     }
 }

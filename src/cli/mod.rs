@@ -13,8 +13,10 @@ use crate::logging::civil_from_days;
 
 /// Environment variable that redirects systemd's runtime dir (drop-ins), as in plugin mode.
 pub const RUNTIME_DIR_ENV: &str = "NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR";
-/// Where systemd keeps runtime unit files.
+/// Where systemd keeps runtime unit files (drop-ins for unit mode go below `system/`).
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/systemd";
+/// Where the cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// A line on stdout; a closed pipe (`| head`) is not an error worth a panic.
 pub fn say(text: &str) {

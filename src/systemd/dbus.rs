@@ -594,6 +594,7 @@ impl Systemd for DbusSystemd {
             environment: prop(&s, "Environment").unwrap_or_default(),
             memory_current: set_u64(&s, "MemoryCurrent"),
             cpu_usage_nsec: set_u64(&s, "CPUUsageNSec"),
+            control_group: prop(&s, "ControlGroup").unwrap_or_default(),
         }))
     }
 

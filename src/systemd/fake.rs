@@ -379,6 +379,7 @@ impl Systemd for FakeSystemd {
                 environment,
                 memory_current: u.status.memory_current,
                 cpu_usage_nsec: u.status.cpu_usage_nsec,
+                control_group: u.status.control_group.clone(),
             })
         }))
     }

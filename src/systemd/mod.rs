@@ -61,6 +61,9 @@ pub struct UnitInfo {
     pub environment: Vec<String>,
     pub memory_current: Option<u64>,
     pub cpu_usage_nsec: Option<u64>,
+    /// The unit's cgroup (`ControlGroup`), for reading usage from cgroupfs where systemd
+    /// publishes none (cgroup v1 and hybrid hosts).
+    pub control_group: String,
 }
 
 /// `siginfo` codes systemd reports in `ExecMainCode`.

@@ -160,6 +160,13 @@ impl<S: Systemd> Driver<S> {
             Err(e) if self.ran_before_failing(&plan.unit, &e).await => {}
             Err(e) => {
                 self.remove_unit(&plan.unit, Mode::Unit, true).await;
+                if let SystemdError::NoSuchUnit(_) = e {
+                    return Err(DriverError::InvalidArgument(format!(
+                        "config.unit: {} is not installed: systemd has no unit file or template \
+                         for it",
+                        plan.unit
+                    )));
+                }
                 return Err(e.into());
             }
         }

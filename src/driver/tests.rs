@@ -266,6 +266,18 @@ async fn unit_mode_writes_a_dropin_and_removes_it() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("allowed_units"), "{err}");
+    // allow-listed but not installed: a clean error naming the key, and no drop-in left
+    let ghost = TaskUserConfig {
+        unit: Some("web@ghost.service".into()),
+        ..TaskUserConfig::default()
+    };
+    let err = d.start(spec("00000012"), ghost).await.unwrap_err();
+    assert!(matches!(err, DriverError::InvalidArgument(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "config.unit: web@ghost.service is not installed: systemd has no unit file or template for it"
+    );
+    assert_eq!(fake.dropin("web@ghost.service"), None);
 }
 
 #[tokio::test]

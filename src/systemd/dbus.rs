@@ -312,12 +312,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The unit named in systemd's `NoSuchUnit` messages (`Unit web@x.service not found.`,
+/// `Unit web@x.service not loaded.`), so that errors say `unit web@x.service is not loaded`
+/// rather than repeating systemd's sentence; any other message is kept whole.
+fn unit_of_message(msg: &str) -> &str {
+    msg.strip_prefix("Unit ")
+        .and_then(|rest| {
+            rest.strip_suffix(" not found.")
+                .or_else(|| rest.strip_suffix(" not loaded."))
+        })
+        .unwrap_or(msg)
+}
+
 fn map_err(e: zbus::Error) -> SystemdError {
     match &e {
         zbus::Error::MethodError(name, msg, _) => {
             let msg = msg.clone().unwrap_or_default();
             match name.as_str() {
-                "org.freedesktop.systemd1.NoSuchUnit" => SystemdError::NoSuchUnit(msg),
+                "org.freedesktop.systemd1.NoSuchUnit" => {
+                    SystemdError::NoSuchUnit(unit_of_message(&msg).to_string())
+                }
                 "org.freedesktop.systemd1.UnitExists" => SystemdError::UnitExists(msg),
                 "org.freedesktop.DBus.Error.NoReply"
                 | "org.freedesktop.DBus.Error.Timeout"
@@ -600,5 +614,16 @@ impl Systemd for DbusSystemd {
 
     fn reload_count(&self) -> u64 {
         self.inner.reloads.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_such_unit_messages_name_the_unit() {
+        let of = super::unit_of_message;
+        assert_eq!(of("Unit web@x.service not found."), "web@x.service");
+        assert_eq!(of("Unit web@x.service not loaded."), "web@x.service");
+        assert_eq!(of("something else"), "something else");
     }
 }

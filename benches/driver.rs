@@ -1,4 +1,4 @@
-//! The driver benchmark (issue 9). It boots the tests' private systemd, drives the real plugin
+//! The driver benchmark. It boots the tests' private systemd, drives the real plugin
 //! binary over gRPC the way the Nomad client does (TaskConfigs with alloc dirs and logmon-style
 //! FIFOs), and prints every figure beside a baseline measured in the same run on the same
 //! systemd, as a Markdown table and as JSON.

@@ -1,4 +1,4 @@
-//! Logs on stderr as hclog JSON lines (spec §1.7): `@level`, `@message`, `@timestamp` always
+//! Logs on stderr as hclog JSON lines (docs/nomad-contract.md, *Logs on stderr*): `@level`, `@message`, `@timestamp` always
 //! strings, the timestamp with exactly six fractional digits, and write errors swallowed (after
 //! an agent crash nobody reads stderr any more).
 

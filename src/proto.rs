@@ -1,7 +1,8 @@
 //! Generated protobuf/gRPC bindings for the Nomad plugin protocol.
 //!
-//! `build.rs` compiles the `.proto` files under `proto/` (written from
-//! `shared/spec/nomad-plugin-protocol.md`) with `protox` + `tonic-prost-build`.
+//! `build.rs` compiles the `.proto` files under `proto/` (our own, with the package names and
+//! field numbers of Nomad's; see ARCHITECTURE.md, "Nomad-side conformance") with `protox` +
+//! `tonic-prost-build`.
 //! This module only includes that generated code. The module tree mirrors
 //! the protobuf packages because generated code refers to other packages
 //! through relative `super::` paths; short aliases are re-exported below:

@@ -1,5 +1,5 @@
-//! Issue 8: ExecTask and ExecTaskStreaming into a running task (Nomad's exec conformance cases,
-//! spec §10), group network namespaces, volumes and devices, on a real private systemd through
+//! ExecTask and ExecTaskStreaming into a running task (the cases of Nomad's own exec harness,
+//! docs/nomad-contract.md, *How Nomad tests drivers*), group network namespaces, volumes and devices, on a real private systemd through
 //! the real binary.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Decoding of Nomad's cty-msgpack configs (spec §7): every schema key present, nil for absent,
+//! Decoding of Nomad's cty-msgpack configs (docs/nomad-contract.md, *Schemas and config encoding*): every schema key present, nil for absent,
 //! numbers as int, float64 or decimal string.
 
 use std::collections::BTreeMap;
@@ -163,7 +163,7 @@ pub fn from_toml(value: toml::Value) -> Value {
     }
 }
 
-/// A cty number as it travels: an integer, a float64, or a decimal string (spec §7.2).
+/// A cty number as it travels: an integer, a float64, or a decimal string.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(untagged)]
 pub enum CtyNumber {

@@ -34,7 +34,7 @@ fn with_default(primary: Spec, literal: &'static str) -> Spec {
     }
 }
 
-/// `plugin "nomad-driver-systemd" { config { ... } }` (product.md §3).
+/// `plugin "nomad-driver-systemd" { config { ... } }` (README.md, "Plugin configuration").
 pub fn plugin_schema() -> Spec {
     Spec::Object(vec![
         ("enabled", with_default(attr("bool"), "true")),
@@ -56,8 +56,8 @@ pub fn plugin_schema() -> Spec {
     ])
 }
 
-/// The task `config {}` block (product.md §2). `properties` is BlockAttrs so that both
-/// `properties = {..}` and `properties {..}` HCL spellings and JSON jobs decode (spec §4.2).
+/// The task `config {}` block (README.md, "Job specification"). `properties` is BlockAttrs so that both
+/// `properties = {..}` and `properties {..}` HCL spellings and JSON jobs decode (docs/nomad-contract.md, *Schemas and config encoding*).
 pub fn task_schema() -> Spec {
     Spec::Object(vec![
         ("command", attr("string")),

@@ -1,4 +1,4 @@
-//! The job's `config {}` block for `driver = "systemd"` (product.md §2).
+//! The job's `config {}` block for `driver = "systemd"` (README.md, "Job specification").
 
 use std::collections::BTreeMap;
 
@@ -148,7 +148,8 @@ mod tests {
 
     #[test]
     fn spec_worked_example_decodes() {
-        // spec §7.3: {args:[a,b], properties:{MemoryMax:1G}, unit:web@x.service}
+        // docs/nomad-contract.md, *Schemas and config encoding*, worked example:
+        // {args:[a,b], properties:{MemoryMax:1G}, unit:web@x.service}
         let bytes = hex(concat!(
             "83a461726773",
             "92a161a162",

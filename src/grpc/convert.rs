@@ -105,7 +105,8 @@ pub fn task_spec(c: &drivers::TaskConfig) -> TaskSpec {
     }
 }
 
-/// Node compute from SetConfig's topology (spec §3), if Nomad sent one.
+/// Node compute from SetConfig's topology, if Nomad sent one (docs/nomad-contract.md, *Base
+/// plugin and node compute*).
 pub fn compute(cfg: Option<&base::NomadConfig>) -> Option<Compute> {
     let topo = cfg?.driver.as_ref()?.topology.as_ref()?;
     let cores: Vec<CoreSpeed> = topo

@@ -34,7 +34,8 @@ fn duration(d: Option<&prost_types::Duration>) -> Duration {
         .unwrap_or_default()
 }
 
-/// What the driver can do today (spec §5.3, product.md §5): only what works.
+/// What the driver can do today: only what works, because Nomad trusts every claim
+/// (docs/nomad-contract.md, *Capabilities*).
 pub fn capabilities() -> DriverCapabilities {
     DriverCapabilities {
         send_signals: true,

@@ -1,4 +1,4 @@
-//! Driver errors → gRPC statuses, in one place (spec §6.7). Never UNAVAILABLE or CANCELLED for
+//! Driver errors → gRPC statuses (docs/nomad-contract.md, *Errors*). Never UNAVAILABLE or CANCELLED for
 //! application errors; a retryable start failure carries Nomad's RecoverableError detail.
 
 use prost::Message;

@@ -1,5 +1,5 @@
-//! What the Nomad client prepares before StartTask: alloc and task directories (spec §9.1),
-//! logmon-style FIFOs with a reader (spec §8), the task environment, and the TaskConfig with
+//! What the Nomad client prepares before StartTask (docs/nomad-contract.md, *Task directories
+//! and environment*, *Log FIFOs*): alloc and task directories, logmon-style FIFOs with a reader, the task environment, and the TaskConfig with
 //! its cty-msgpack driver config.
 
 use std::collections::HashMap;

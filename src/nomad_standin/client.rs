@@ -10,7 +10,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::plugin::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 
-/// The plugin command with the environment Nomad gives it (spec §1.2) plus `extra`.
+/// The plugin command with the environment Nomad gives it (docs/nomad-contract.md, *Launch and
+/// handshake*) plus `extra`.
 pub fn nomad_command(binary: &Path, extra: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(binary);
     cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)

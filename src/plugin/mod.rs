@@ -1,4 +1,4 @@
-//! The go-plugin side of the wire (spec §1, §2): cookie check, protocol negotiation, the unix
+//! The go-plugin side of the wire (docs/nomad-contract.md, *Launch and handshake*): cookie check, protocol negotiation, the unix
 //! socket, the one handshake line on stdout, and `serve(listener, shutdown)`.
 
 use std::io::Write;
@@ -142,7 +142,8 @@ pub async fn serve<S: Systemd>(
     let routes = grpc::routes(driver, shutdown.clone()).add_service(health);
     let stop = shutdown.clone();
     tonic::transport::Server::builder()
-        // every task holds WaitTask and TaskStats streams open (spec pitfall 20)
+        // every task holds WaitTask and TaskStats streams open (docs/nomad-contract.md,
+        // *Concurrent streams*)
         .max_concurrent_streams(u32::MAX)
         .add_routes(routes)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {

@@ -9,7 +9,8 @@ use super::CgroupReading;
 /// falls back to guessing speeds too; 1 GHz keeps `total_ticks` in the right order of magnitude.
 pub const DEFAULT_MHZ_PER_CORE: f64 = 1000.0;
 
-/// The node's CPU compute as Nomad accounts it (spec §3, "Compute for CPU accounting").
+/// The node's CPU compute as Nomad accounts it (docs/nomad-contract.md, *Base plugin and node
+/// compute*).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Compute {
     /// Total compute in MHz.

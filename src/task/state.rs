@@ -1,5 +1,5 @@
 //! `TaskHandle.driver_state`: everything RecoverTask needs, because after an agent restart
-//! Nomad hands back no driver config (spec §6.4). Versioned; every version keeps a fixture.
+//! Nomad hands back no driver config (docs/nomad-contract.md, *What survives an agent restart*). Versioned; every version keeps a fixture.
 
 use serde::{Deserialize, Serialize};
 

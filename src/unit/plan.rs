@@ -484,7 +484,7 @@ fn logs(b: &mut Builder, task: &TaskSpec) {
     }
 }
 
-/// Memory limits from Nomad's allocation (spec pitfall 17): `(MemoryLow, MemoryMax)` in bytes,
+/// Memory limits from Nomad's allocation (docs/nomad-contract.md, *Resources*): `(MemoryLow, MemoryMax)` in bytes,
 /// `u64::MAX` meaning infinity.
 pub fn memory_limits(r: &Resources) -> (Option<u64>, Option<u64>) {
     let mib = |mb: i64| {

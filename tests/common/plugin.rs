@@ -35,7 +35,8 @@ pub struct Plugin {
     pub handshake_time: Duration,
 }
 
-/// Checks one stderr line against what the Nomad agent's log reader accepts (spec §1.7).
+/// Checks one stderr line against what the Nomad agent's log reader accepts
+/// (docs/nomad-contract.md, *Logs on stderr*).
 pub fn check_hclog_line(line: &str) -> Result<(), String> {
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
@@ -62,7 +63,8 @@ pub fn check_hclog_line(line: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The environment Nomad gives a plugin (spec §1.2), plus `extra`, at debug log level.
+/// The environment Nomad gives a plugin (docs/nomad-contract.md, *Launch and handshake*), plus
+/// `extra`, at debug log level.
 pub fn nomad_command(extra: &[(&str, String)]) -> Command {
     let mut cmd = client::nomad_command(&binary(), extra);
     cmd.arg("--log-level=debug");

@@ -1,8 +1,10 @@
 package main
 
-// Alloc and task directories as the Nomad client builds them before StartTask (spec §9.1;
+// Alloc and task directories as the Nomad client builds them before StartTask
+// (docs/nomad-contract.md, "Task directories and environment";
 // nomad client/allocdir alloc_dir.go AllocDir.Build, task_dir.go TaskDir.Build, fs_unix.go
-// dropDirPermissions and the secrets tmpfs), and log FIFOs read the way logmon does (spec §8;
+// dropDirPermissions and the secrets tmpfs), and log FIFOs read the way logmon does
+// (docs/nomad-contract.md, "Log FIFOs";
 // client/logmon/logmon.go, client/lib/fifo): mode 0600 FIFOs in alloc/logs, a reader that
 // copies into <task>.stdout.0 / .stderr.0 and keeps its read end open after EOF.
 

@@ -5,7 +5,7 @@ package main
 // decode*Spec functions; type_expr.go: evalTypeExpr; spec_funcs.go: the Literal functions).
 // Written for this project from reading those files; no Nomad code is copied.
 //
-// The rule that issue 13 is about: an Object passes each of its keys down as the *implied name*
+// The rule a stock agent enforces on plugin schemas: an Object passes each of its keys down as the *implied name*
 // of its direct child only. Default (primary and default) and Array children, and the nested
 // spec of a block, get no implied name, so an Attr without a name there fails with
 // "Missing name in attribute spec" and the agent refuses the plugin.

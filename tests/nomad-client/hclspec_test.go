@@ -26,7 +26,7 @@ func object(kv map[string]*hclspec.Spec) *hclspec.Spec {
 	return &hclspec.Spec{Block: &hclspec.Spec_Object{Object: &hclspec.Object{Attributes: kv}}}
 }
 
-// The schema shape that made a stock Nomad agent refuse the plugin (issue 13): an Attr with
+// The schema shape that made a stock Nomad agent refuse the plugin: an Attr with
 // no name inside a Default. The Object key is NOT passed through the Default.
 func TestUnnamedAttrUnderDefaultIsRefused(t *testing.T) {
 	bad := object(map[string]*hclspec.Spec{

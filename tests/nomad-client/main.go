@@ -1,4 +1,4 @@
-// Command nomad-client is the Nomad-side conformance client of nomad-driver-systemd (issue 13):
+// Command nomad-client is the Nomad-side conformance client of nomad-driver-systemd:
 // it loads and drives the plugin binary the way a Nomad agent does, through the libraries the
 // agent links (go-plugin, hcl/v2, go-cty, go-version, grpc, protobuf), with gRPC stubs
 // generated from the project's own proto/ files. Test-only; never shipped.
@@ -1024,7 +1024,7 @@ func reattachScenario(l *Launch, events *eventLog) (string, error) {
 		errs = append(errs, "Init: "+err.Error())
 	}
 	handle := resp.Handle
-	handle.Config.MsgpackDriverConfig = nil // not persisted across an agent restart (spec §6.4)
+	handle.Config.MsgpackDriverConfig = nil // not persisted across an agent restart (docs/nomad-contract.md)
 	if _, err := d.RecoverTask(ctx, &drivers.RecoverTaskRequest{TaskId: p.cfg.Id, Handle: handle}); err != nil {
 		errs = append(errs, "RecoverTask: "+err.Error())
 	}

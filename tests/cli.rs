@@ -1,4 +1,4 @@
-//! Issue 6: the operator CLI through the real binary. `validate` over every file in examples/
+//! The operator CLI through the real binary. `validate` over every file in examples/
 //! (valid jobs pass; each invalid fixture fails with the error its `# expect:` lines name), and
 //! `list` against a private systemd with tasks started through the plugin.
 

@@ -1,4 +1,4 @@
-//! Issue 3: the task lifecycle through the real binary on a real private systemd.
+//! The task lifecycle through the real binary on a real private systemd.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Issue 7, as far as this machine can go: every `.nix` file of the flake parses. (Building the
+//! The Nix files, as far as this machine can go: every `.nix` file of the flake parses. (Building the
 //! package and running the NixOS VM tests needs nixpkgs, Nix and KVM: `nix flake check`.)
 
 use std::path::{Path, PathBuf};

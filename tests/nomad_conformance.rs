@@ -1,4 +1,4 @@
-//! Issue 13: the Nomad side, played with the code Nomad runs. Builds the Go conformance client
+//! The Nomad side, played with the code Nomad runs. Builds the Go conformance client
 //! (`tests/nomad-client`, go-plugin + hcl/v2 + go-cty, stubs generated from our own `proto/`),
 //! runs its unit tests (which include the fixture proving it refuses an unnamed `Attr` under
 //! `Default`), and runs it against the RELEASE plugin binary inside a private systemd's

@@ -1,4 +1,4 @@
-//! Issue 2: the real binary, launched the way a Nomad 2.0 agent launches it, against a real
+//! The real binary, launched the way a Nomad 2.0 agent launches it, against a real
 //! private systemd (or none).
 
 mod common;
@@ -18,7 +18,7 @@ use nomad_driver_systemd::proto::drivers::{
 };
 use nomad_driver_systemd::proto::hclspec::spec::Block;
 
-/// cty-msgpack of the plugin config defaults as Nomad applies them (vector from the spec).
+/// cty-msgpack of the plugin config defaults as Nomad applies them (the bytes a Nomad agent sends for an empty config block).
 const DEFAULTS: &str = "87aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365";
 
 fn hex(s: &str) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! Issue 4: Nomad's resources enforced by a real systemd, statistics from the unit's cgroup, and
+//! Nomad's resources enforced by a real systemd, statistics from the unit's cgroup, and
 //! OOM kills reported.
 
 mod common;

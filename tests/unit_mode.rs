@@ -1,4 +1,4 @@
-//! Issue 5: unit mode (installed templates instantiated per alloc with a Nomad drop-in) and the
+//! Unit mode (installed templates instantiated per alloc with a Nomad drop-in) and the
 //! job property policy, through the real binary on a real private systemd.
 
 mod common;

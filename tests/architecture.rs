@@ -42,7 +42,11 @@ fn sources() -> Vec<(String, String, String)> {
     files
         .into_iter()
         .filter_map(|path| {
-            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let module = rel.split(['/', '.']).next().unwrap().to_string();
             (module != "main" && module != "lib")
                 .then(|| (module, rel, fs::read_to_string(&path).unwrap()))
@@ -65,7 +69,10 @@ fn crate_paths(text: &str) -> Vec<String> {
 #[test]
 fn every_module_has_a_layer() {
     for (module, rel, _) in sources() {
-        assert!(layer(&module).is_some(), "{rel}: module {module} has no layer");
+        assert!(
+            layer(&module).is_some(),
+            "{rel}: module {module} has no layer"
+        );
     }
 }
 
@@ -95,9 +102,15 @@ fn only_the_systemd_client_names_zbus() {
 #[test]
 fn only_the_transports_name_tonic_or_prost() {
     let transport = |rel: &str| {
-        ["grpc/", "plugin/", "proto.rs", "nomad_standin/", "cli/run.rs"]
-            .iter()
-            .any(|p| rel.starts_with(p))
+        [
+            "grpc/",
+            "plugin/",
+            "proto.rs",
+            "nomad_standin/",
+            "cli/run.rs",
+        ]
+        .iter()
+        .any(|p| rel.starts_with(p))
     };
     for (_, rel, text) in sources() {
         if !transport(&rel) {

@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recoverable_details_match_the_spec_bytes() {
+    fn recoverable_details_are_the_bytes_nomad_decodes() {
         let st = recoverable("systemd: job failed");
         assert_eq!(st.code(), Code::FailedPrecondition);
         let want = "CAkSE3N5c3RlbWQ6IGpvYiBmYWlsZWQaUQpLdHlwZS5nb29nbGVhcGlzLmNvbS9oYXNoaWNvcnAubm9tYWQucGx1Z2lucy5zaGFyZWQuc3RydWN0cy5SZWNvdmVyYWJsZUVycm9yEgIIAQ==";

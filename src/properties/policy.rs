@@ -337,4 +337,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn versions() {
+        assert_eq!(check_version("ProtectProc", 247), Ok(()));
+        assert_eq!(
+            check_version("ProtectProc", 246),
+            Err(PropertyError::TooNew {
+                name: "ProtectProc".into(),
+                since: 247,
+                running: 246
+            })
+        );
+        assert_eq!(
+            check_version("ProtectProc", 245).unwrap_err().to_string(),
+            "property \"ProtectProc\" needs systemd 247 or newer; the target runs systemd 245"
+        );
+        // older than every systemd the driver runs on, and unknown names (the policy's job)
+        assert_eq!(check_version("MemoryMax", 1), Ok(()));
+        assert_eq!(check_version("Bogus", 1), Ok(()));
+    }
 }

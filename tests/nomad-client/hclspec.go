@@ -12,6 +12,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -305,4 +306,48 @@ func typeOf(expr hclsyntax.Expression) (cty.Type, hcl.Diagnostics) {
 		return cty.DynamicPseudoType, diagErr("Call to unknown function", fmt.Sprintf("There is no function named %q.", e.Name))
 	}
 	return cty.DynamicPseudoType, typeErr("A type is required.")
+}
+
+// UnnamedPaths lists where a name-carrying spec has no name of its own and gets none implied
+// (for error messages: Nomad's diagnostics do not say where).
+func UnnamedPaths(s *hclspec.Spec) []string {
+	var out []string
+	var walk func(s *hclspec.Spec, path string, implied bool)
+	walk = func(s *hclspec.Spec, path string, implied bool) {
+		if s == nil {
+			return
+		}
+		switch b := s.Block.(type) {
+		case *hclspec.Spec_Object:
+			for k, c := range b.Object.GetAttributes() {
+				walk(c, path+"."+k, true)
+			}
+		case *hclspec.Spec_Array:
+			for i, c := range b.Array.GetValues() {
+				walk(c, fmt.Sprintf("%s[%d]", path, i), false)
+			}
+		case *hclspec.Spec_Default:
+			walk(b.Default.GetPrimary(), path+"(default.primary)", false)
+			walk(b.Default.GetDefault(), path+"(default.default)", false)
+		case *hclspec.Spec_Attr:
+			if b.Attr.GetName() == "" && !implied {
+				out = append(out, path)
+			}
+		case *hclspec.Spec_BlockAttrs:
+			if b.BlockAttrs.GetName() == "" && !implied {
+				out = append(out, path)
+			}
+		case *hclspec.Spec_BlockValue:
+			walk(b.BlockValue.GetNested(), path+"(block)", false)
+		case *hclspec.Spec_BlockList:
+			walk(b.BlockList.GetNested(), path+"(block_list)", false)
+		case *hclspec.Spec_BlockSet:
+			walk(b.BlockSet.GetNested(), path+"(block_set)", false)
+		case *hclspec.Spec_BlockMap:
+			walk(b.BlockMap.GetNested(), path+"(block_map)", false)
+		}
+	}
+	walk(s, "", false)
+	sort.Strings(out)
+	return out
 }

@@ -69,12 +69,22 @@ func decodeConfigMap(m map[string]any, spec hcldec.Spec, vars map[string]cty.Val
 // with hcl's "Extraneous JSON object property" renamed "Invalid label").
 func formatDiags(diags hcl.Diagnostics) error {
 	var parts []string
+	seen := map[string]int{}
 	for _, d := range diags {
 		s := d.Summary
 		if s == "Extraneous JSON object property" {
 			s = "Invalid label"
 		}
-		parts = append(parts, fmt.Sprintf("%s: %s", s, d.Detail))
+		msg := fmt.Sprintf("%s: %s", s, d.Detail)
+		if seen[msg] == 0 {
+			parts = append(parts, msg)
+		}
+		seen[msg]++
+	}
+	for i, msg := range parts {
+		if n := seen[msg]; n > 1 {
+			parts[i] = fmt.Sprintf("%s (%d times)", msg, n)
+		}
 	}
 	return errors.New(strings.Join(parts, "; "))
 }

@@ -330,7 +330,7 @@ func launchFingerprint() (string, error) {
 		errs = append(errs, "ConfigSchema returned no spec, but the plugin takes a config")
 	} else if spec, d := ConvertSpec(schema.Spec); d.HasErrors() {
 		// the agent's words: "failed converting config schema: ..." and it refuses to start
-		errs = append(errs, "failed converting config schema: "+formatDiags(d).Error())
+		errs = append(errs, fmt.Sprintf("failed converting config schema: %v [unnamed at %v]", formatDiags(d), UnnamedPaths(schema.Spec)))
 	} else {
 		agent.configSpec = spec
 	}
@@ -575,7 +575,7 @@ func launchLongLived() (*Launch, *eventLog, string, error) {
 	spec, d := ConvertSpec(ts.Spec)
 	if d.HasErrors() {
 		// the task runner's words: "failed to convert task schema"
-		return fail(fmt.Errorf("failed to convert task schema: %v", formatDiags(d)))
+		return fail(fmt.Errorf("failed to convert task schema: %v [unnamed at %v]", formatDiags(d), UnnamedPaths(ts.Spec)))
 	}
 	agent.taskSpec = spec
 	caps, err := l.Stubs.Driver.Capabilities(ctx, &drivers.CapabilitiesRequest{})

@@ -152,6 +152,11 @@ func (l *Launch) Kill() error {
 	case !l.Client.Exited():
 		return errors.New("go-plugin does not see the plugin exited")
 	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "plugin process exited") && strings.Contains(line, "error=") {
+			return fmt.Errorf("the plugin did not exit cleanly: %s", strings.TrimSpace(line))
+		}
+	}
 	return nil
 }
 

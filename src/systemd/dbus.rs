@@ -261,6 +261,22 @@ impl DbusSystemd {
         reply.body().deserialize().map_err(map_err)
     }
 
+    /// A loaded unit's `Unit` and `Service` properties; `None` when systemd has no such unit or
+    /// its file is not found.
+    async fn loaded_unit(&self, unit: &str) -> Result<Option<(Props, Props)>> {
+        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
+            Ok(reply) => reply.body().deserialize().map_err(map_err)?,
+            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let u = self.get_all(path.as_str(), UNIT_IFACE).await?;
+        if prop::<String>(&u, "LoadState").as_deref() == Some("not-found") {
+            return Ok(None);
+        }
+        let s = self.get_all(path.as_str(), SERVICE_IFACE).await?;
+        Ok(Some((u, s)))
+    }
+
     fn dropin_dir(&self, unit: &str) -> PathBuf {
         self.inner
             .runtime_dir
@@ -270,6 +286,8 @@ impl DbusSystemd {
 }
 
 type Streams = futures::stream::Select<MessageStream, MessageStream>;
+/// One interface's properties, as `GetAll` returns them.
+type Props = HashMap<String, OwnedValue>;
 
 async fn connect() -> Result<(Connection, Streams)> {
     // not reaching the bus at all is always worth a retry, whatever zbus calls the failure
@@ -448,20 +466,12 @@ impl Systemd for DbusSystemd {
     }
 
     async fn status(&self, unit: &str) -> Result<Option<UnitStatus>> {
-        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
-            Ok(reply) => reply.body().deserialize().map_err(map_err)?,
-            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let u = self.get_all(path.as_str(), UNIT_IFACE).await?;
-        let load_state: String = prop(&u, "LoadState").unwrap_or_default();
-        if load_state == "not-found" {
+        let Some((u, s)) = self.loaded_unit(unit).await? else {
             return Ok(None);
-        }
-        let s = self.get_all(path.as_str(), SERVICE_IFACE).await?;
+        };
         let invocation: Vec<u8> = prop(&u, "InvocationID").unwrap_or_default();
         Ok(Some(UnitStatus {
-            load_state,
+            load_state: prop(&u, "LoadState").unwrap_or_default(),
             active_state: prop(&u, "ActiveState").unwrap_or_default(),
             sub_state: prop(&u, "SubState").unwrap_or_default(),
             result: prop(&s, "Result").unwrap_or_default(),
@@ -588,16 +598,9 @@ impl Systemd for DbusSystemd {
     }
 
     async fn unit_info(&self, unit: &str) -> Result<Option<UnitInfo>> {
-        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
-            Ok(reply) => reply.body().deserialize().map_err(map_err)?,
-            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let u = self.get_all(path.as_str(), UNIT_IFACE).await?;
-        if prop::<String>(&u, "LoadState").as_deref() == Some("not-found") {
+        let Some((u, s)) = self.loaded_unit(unit).await? else {
             return Ok(None);
-        }
-        let s = self.get_all(path.as_str(), SERVICE_IFACE).await?;
+        };
         Ok(Some(UnitInfo {
             description: prop(&u, "Description").unwrap_or_default(),
             slice: prop(&s, "Slice").unwrap_or_default(),

@@ -7,47 +7,51 @@ use crate::vocab::DValue;
 
 /// `t`: a size (base 1024) or `infinity`; a percentage goes to `<Name>Scale` (`u`).
 pub(super) fn memory(def: &PropertyDef, v: &str) -> Res<Typed> {
-    Ok(if v == "infinity" {
-        Typed::one(def, DValue::U64(u64::MAX), "infinity".into())
-    } else if is_percentage(v) {
-        let p = parse_permyriad(v)?;
+    if let Some(t) = infinity_or_percentage(def, v) {
+        return t;
+    }
+    let n = parse_size(v).ok_or_else(|| Some(SIZE_HINT.to_string()))?;
+    Ok(Typed::one(def, DValue::U64(n), n.to_string()))
+}
+
+/// `t`: a count or `infinity`; a percentage goes to `TasksMaxScale` (`u`).
+pub(super) fn tasks_max(def: &PropertyDef, v: &str) -> Res<Typed> {
+    if let Some(t) = infinity_or_percentage(def, v) {
+        return t;
+    }
+    let n =
+        parse_u64(v).ok_or_else(|| Some("expected a number, a percentage or infinity".into()))?;
+    if n == 0 || n == u64::MAX {
+        return fail("must be at least 1");
+    }
+    Ok(Typed::one(def, DValue::U64(n), n.to_string()))
+}
+
+/// What sizes and counts share: `infinity` (`t` u64::MAX), or a percentage above 0% sent as
+/// `<Name>Scale` (`u`, 100% = 2^32-1); `None` for anything else.
+fn infinity_or_percentage(def: &PropertyDef, v: &str) -> Option<Res<Typed>> {
+    if v == "infinity" {
+        return Some(Ok(Typed::one(
+            def,
+            DValue::U64(u64::MAX),
+            "infinity".into(),
+        )));
+    }
+    if !is_percentage(v) {
+        return None;
+    }
+    Some(parse_permyriad(v).and_then(|p| {
         if p == 0 {
             return fail("a percentage must be above 0%");
         }
-        Typed {
+        Ok(Typed {
             dbus: vec![(
                 format!("{}Scale", def.dbus),
                 DValue::U32(scale_from_permyriad(p)),
             )],
             text: permyriad_text(p),
-        }
-    } else {
-        let n = parse_size(v).ok_or_else(|| Some(SIZE_HINT.to_string()))?;
-        Typed::one(def, DValue::U64(n), n.to_string())
-    })
-}
-
-/// `t`: a count or `infinity`; a percentage goes to `TasksMaxScale` (`u`).
-pub(super) fn tasks_max(def: &PropertyDef, v: &str) -> Res<Typed> {
-    Ok(if v == "infinity" {
-        Typed::one(def, DValue::U64(u64::MAX), "infinity".into())
-    } else if is_percentage(v) {
-        let p = parse_permyriad(v)?;
-        if p == 0 {
-            return fail("a percentage must be above 0%");
-        }
-        Typed {
-            dbus: vec![("TasksMaxScale".into(), DValue::U32(scale_from_permyriad(p)))],
-            text: permyriad_text(p),
-        }
-    } else {
-        let n = parse_u64(v)
-            .ok_or_else(|| Some("expected a number, a percentage or infinity".into()))?;
-        if n == 0 || n == u64::MAX {
-            return fail("must be at least 1");
-        }
-        Typed::one(def, DValue::U64(n), n.to_string())
-    })
+        })
+    }))
 }
 
 /// `CPUQuota=N%` → `CPUQuotaPerSecUSec` (`t`, µs per second).

@@ -92,7 +92,9 @@ type agentState struct {
 	apiVersion   string
 	configSpec   hcldec.Spec
 	pluginConfig []byte // cty msgpack of examples/agent.hcl's plugin config
-	taskSpec     hcldec.Spec
+	// what an agent without a config block sends: the schema's defaults ({} decoded)
+	defaultConfig []byte
+	taskSpec      hcldec.Spec
 }
 
 var agent agentState
@@ -168,7 +170,7 @@ func main() {
 	scenario("hclspec fixture: an unnamed Attr under Default is refused, a named one converts", fixtureScenario)
 	scenario("loader launch 1 (fingerprint): PluginInfo, version, API version, ConfigSchema converts, Kill is graceful", launchFingerprint)
 	scenario("plugin config: examples/agent.hcl (and the same settings in examples/config.toml) decodes through ConfigSchema", pluginConfigScenario)
-	scenario("loader launch 2 (validation): SetConfig twice without nomad_config, Kill is graceful", launchValidate)
+	scenario("loader launch 2 (validation): SetConfig twice without nomad_config (and once with only the defaults), Kill is graceful", launchValidate)
 
 	var long *Launch
 	var events *eventLog
@@ -396,6 +398,9 @@ func pluginConfigScenario() (string, error) {
 			return "", fmt.Errorf("default for %q not applied: %s", k, empty.GoString())
 		}
 	}
+	if agent.defaultConfig, err = msgpackOf(empty); err != nil {
+		return "", err
+	}
 	// examples/config.toml: its non-comment lines are `key = value` with HCL-compatible
 	// values, so they decode through the same schema and must give the same value.
 	src, err := os.ReadFile(repoPath("examples/config.toml"))
@@ -466,6 +471,12 @@ func launchValidate() (string, error) {
 		if err := setConfig(l, false); err != nil {
 			errs = append(errs, fmt.Sprintf("SetConfig #%d: setting config on plugin failed: %v", i+1, err))
 		}
+	}
+	// and what an agent whose plugin block has no config {} would send
+	ctx, cancel := ctxT(10 * time.Second)
+	defer cancel()
+	if _, err := l.Stubs.Base.SetConfig(ctx, &base.SetConfigRequest{MsgpackConfig: agent.defaultConfig, PluginApiVersion: agent.apiVersion}); err != nil {
+		errs = append(errs, fmt.Sprintf("SetConfig with the schema defaults only: %v", err))
 	}
 	if err := l.Kill(); err != nil {
 		errs = append(errs, err.Error())

@@ -4,7 +4,7 @@
 //! transient scheme (`nomad-<alloc>-<task>-<id>.service`) or it carries the driver's drop-in
 //! (unit mode). Job, group and task come from the transient unit's description
 //! (`Nomad task <job>/<group>/<task> (alloc <id>)`) or, in unit mode, from the `NOMAD_*`
-//! variables of its environment (which the drop-in sets).
+//! journal fields (`LogExtraFields=`) the drop-in sets.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,7 +107,7 @@ pub async fn collect<S: Systemd>(sd: &S, slice: &str) -> Result<Vec<Entry>, Syst
 
 fn entry(unit: String, mode: Mode, parsed: Option<ParsedName>, info: &UnitInfo) -> Entry {
     let env: BTreeMap<&str, &str> = info
-        .environment
+        .log_fields
         .iter()
         .filter_map(|e| e.split_once('='))
         .collect();

@@ -5,4 +5,4 @@ pub mod plan;
 pub mod properties;
 pub mod value;
 
-pub use plan::{Mode, UnitPlan, plan};
+pub use plan::{Mode, UnitPlan, env_file_path, plan};

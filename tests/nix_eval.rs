@@ -148,8 +148,8 @@ fn the_module_evaluates_in_every_configuration() {
         PluginConfig::from_toml(&text)
             .unwrap_or_else(|e| panic!("{name}: the driver refuses config.toml {text}: {e}"));
     }
-    let full = PluginConfig::from_toml(&toml::to_string(&configs["full"]["configToml"]).unwrap())
-        .unwrap();
+    let full =
+        PluginConfig::from_toml(&toml::to_string(&configs["full"]["configToml"]).unwrap()).unwrap();
     assert_eq!(full.slice, "batch-nomad.slice");
     assert!(full.allowed_units.contains(&"web@*.service".to_string()));
     assert_eq!(configs["off"]["pluginBlock"], Value::Null);
@@ -157,8 +157,16 @@ fn the_module_evaluates_in_every_configuration() {
     // The plugin dir on ExecStart is the join of extraSettingsPlugins, which hold the driver.
     let on = &configs["on"];
     let exec = on["execStart"].as_str().unwrap();
-    assert!(exec.contains(&format!("-plugin-dir={}", on["pluginDir"].as_str().unwrap())));
-    assert!(on["plugins"][0].as_str().unwrap().contains("nomad-driver-systemd"));
+    assert!(exec.contains(&format!(
+        "-plugin-dir={}",
+        on["pluginDir"].as_str().unwrap()
+    )));
+    assert!(
+        on["plugins"][0]
+            .as_str()
+            .unwrap()
+            .contains("nomad-driver-systemd")
+    );
     assert_eq!(
         configs["full"]["units"]["web@.service"],
         std::fs::read_to_string(root().join("examples/units/web@.service")).unwrap()
@@ -171,9 +179,11 @@ fn the_module_evaluates_in_every_configuration() {
         let d = o["description"].as_str().unwrap_or("");
         assert!(!d.trim().is_empty(), "{} has no description", o["name"]);
     }
+    // (Nix's parser also refuses undefined names: a module's arguments are in scope.)
     for text in out["literalExpressions"].as_array().unwrap() {
         let text = text.as_str().unwrap();
-        nix_parses(text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
+        nix_parses(&format!("{{ config, lib, pkgs, ... }}:\n(\n{text}\n)"))
+            .unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
     }
 }
 
@@ -261,7 +271,9 @@ fn schema_mismatches(schema: &Value, options: &Value) -> Vec<String> {
             )),
             Some(want) if want == "number" => {
                 if !["int", "float", "number"].contains(&got) {
-                    problems.push(format!("option `{name}` is {opt_type}, the plugin key is {ty}"));
+                    problems.push(format!(
+                        "option `{name}` is {opt_type}, the plugin key is {ty}"
+                    ));
                 }
             }
             Some(want) if want != got => {
@@ -325,9 +337,12 @@ fn every_plugin_key_has_a_typed_documented_option_and_no_option_lacks_a_key() {
 
     // Seeded: a key added in Rust without its option (as allowed_users will be) is named …
     let mut added = schema.clone();
-    added["plugin"].as_array_mut().unwrap().push(serde_json::json!({
-        "key": "allowed_users", "type": "list(string)", "required": false, "default": "[]"
-    }));
+    added["plugin"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "key": "allowed_users", "type": "list(string)", "required": false, "default": "[]"
+        }));
     let problems = schema_mismatches(&added, options);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("`allowed_users`"), "{problems:?}");
@@ -337,7 +352,11 @@ fn every_plugin_key_has_a_typed_documented_option_and_no_option_lacks_a_key() {
     opts["allow_root"]["type"] = "str".into();
     opts["slice"]["default"] = "nomad.slice".into();
     let problems = schema_mismatches(&schema, &opts).join("\n");
-    for want in ["settings.sandbox", "option `allow_root` is str", "`slice` defaults to"] {
+    for want in [
+        "settings.sandbox",
+        "option `allow_root` is str",
+        "`slice` defaults to",
+    ] {
         assert!(problems.contains(want), "{want}: {problems}");
     }
 }
@@ -444,7 +463,11 @@ fn the_flake_checks_fail_on_a_seeded_break() {
     let copy = copy_of(&parts);
     let flake = copy.path().join("flake.nix");
     let test = copy.path().join("nixos-tests/transient-command.nix");
-    seed_break(&test, "machine.wait_until_fails(", "machine.wait_until_fail(");
+    seed_break(
+        &test,
+        "machine.wait_until_fails(",
+        "machine.wait_until_fail(",
+    );
     seed_break(&test, "with subtest(", "with sub_test(");
     let out = nix_eval(&shared, "tests/nix/flake-outputs.nix", &[("flake", &flake)])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -532,7 +555,11 @@ fn the_docs_nix_snippets_parse_and_whole_examples_evaluate() {
             )
             .unwrap_or_else(|e| panic!("{at}: the example does not evaluate: {e}"));
             for (name, host) in out.as_object().unwrap() {
-                assert_eq!(host["failedAssertions"], serde_json::json!([]), "{at}: {name}");
+                assert_eq!(
+                    host["failedAssertions"],
+                    serde_json::json!([]),
+                    "{at}: {name}"
+                );
                 assert_eq!(host["warnings"], serde_json::json!([]), "{at}: {name}");
                 assert_eq!(host["dropPrivileges"], false, "{at}: {name}");
                 assert!(host["pluginBlock"].is_object(), "{at}: {name}: {host}");

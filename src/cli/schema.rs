@@ -83,7 +83,9 @@ pub fn run(json: bool) -> std::process::ExitCode {
                 vec![
                     k.name.to_string(),
                     k.ty.clone(),
-                    k.default.unwrap_or(if k.required { "(required)" } else { "" }).to_string(),
+                    k.default
+                        .unwrap_or(if k.required { "(required)" } else { "" })
+                        .to_string(),
                 ]
             })
             .collect();

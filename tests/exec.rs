@@ -704,3 +704,89 @@ async fn devices_are_usable_only_when_allowed() {
     s.destroy(&task.id).await;
     s.finish().await;
 }
+
+/// A device plugin may hand over a symlink (`/dev/disk/by-id/...`) or a node it made outside
+/// `/dev`: both are allowed by number and bound; a path that is no device node is refused by
+/// key and leaves nothing behind.
+#[tokio::test]
+async fn devices_by_any_host_path() {
+    if !require() {
+        return;
+    }
+    let s = Session::new(plugin_config(&[("allow_root", rmpv::Value::from(true))])).await;
+    let alloc = Alloc::new("devpath");
+    // a symlink to /dev/fuse, and a node for tun (10:200) outside /dev
+    let by_id = alloc.dir.join("by-id");
+    std::fs::create_dir(&by_id).unwrap();
+    std::os::unix::fs::symlink("/dev/fuse", by_id.join("fuse-link")).unwrap();
+    let node = alloc.dir.join("tun-node");
+    let c = std::ffi::CString::new(node.display().to_string()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mknod has no other preconditions.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 200)) };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    let open = |path: &str, mode: &str| {
+        format!(
+            "if (exec 3{mode} {path}) 2>/dev/null; then echo '{path}{mode}ok'; else echo '{path}{mode}refused'; fi"
+        )
+    };
+    let script = [
+        open("/dev/linked", "<"),
+        open("/dev/linked", ">"),
+        open("/dev/mytun", "<"),
+        open("/dev/fuse", "<"),
+    ]
+    .join("; ");
+    let mut task = alloc.task_config(
+        1,
+        &JobConfig::sh(&format!(
+            "({script}) > /local/out.new 2>&1; mv /local/out.new /local/out; exec sleep 1000"
+        )),
+    );
+    task.user = "root".into();
+    task.devices = vec![
+        Device {
+            task_path: "/dev/linked".into(),
+            host_path: by_id.join("fuse-link").display().to_string(),
+            cgroup_permissions: "r".into(),
+        },
+        Device {
+            task_path: "/dev/mytun".into(),
+            host_path: node.display().to_string(),
+            cgroup_permissions: "rw".into(),
+        },
+    ];
+    s.start(task.clone()).await.unwrap();
+    let out = read_eventually(&alloc.dir.join("devpath/local/out")).await;
+    assert!(out.contains("/dev/linked<ok"), "{out}");
+    assert!(
+        out.contains("/dev/linked>refused"),
+        "write not allowed: {out}"
+    );
+    assert!(out.contains("/dev/mytun<ok"), "{out}");
+    // only what was bound exists in the task's private /dev
+    assert!(out.contains("/dev/fuse<refused"), "{out}");
+    s.destroy(&task.id).await;
+
+    // a regular file is no device: refused by key, no unit left
+    let plain = alloc.dir.join("not-a-device");
+    std::fs::write(&plain, "x").unwrap();
+    let mut bad = alloc.task_config(2, &JobConfig::sh("exec sleep 1000"));
+    bad.user = "root".into();
+    bad.devices = vec![Device {
+        task_path: "/dev/x".into(),
+        host_path: plain.display().to_string(),
+        cgroup_permissions: "r".into(),
+    }];
+    let err = s.start(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("devices[0].host_path")
+            && err
+                .message()
+                .contains("is not a character or block device node"),
+        "{}",
+        err.message()
+    );
+    assert!(s.sd.nomad_units().is_empty(), "{:?}", s.sd.nomad_units());
+    s.finish().await;
+}

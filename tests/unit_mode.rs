@@ -24,6 +24,9 @@ const SECS: Duration = Duration::from_secs(10);
 /// A python web server on the port Nomad hands the task; it serves its working directory.
 const WEB: &str = "[Unit]\nDescription=test web server %i\n\n[Service]\n\
 ExecStart=/bin/sh -c 'exec /usr/bin/python3 -m http.server \"$NOMAD_PORT_http\" --bind 127.0.0.1'\n";
+/// A unit that leaves a mark in the host's /var/tmp, as an operator's unit may rely on.
+const TMPW: &str = "[Unit]\nDescription=test /var/tmp writer %i\n\n[Service]\n\
+ExecStart=/bin/sh -c 'echo %i > /var/tmp/nds-tmpw-%i && exec sleep infinity'\n";
 /// A unit that only sleeps, for counts and ownership.
 const IDLE: &str =
     "[Unit]\nDescription=test idler %i\n\n[Service]\nExecStart=/bin/sleep infinity\n";
@@ -37,6 +40,7 @@ fn install_templates(sd: &PrivateSystemd) {
     let dir = sd.runtime_dir().join("system");
     std::fs::write(dir.join("web@.service"), WEB).unwrap();
     std::fs::write(dir.join("idle@.service"), IDLE).unwrap();
+    std::fs::write(dir.join("tmpw@.service"), TMPW).unwrap();
     sd.exec(&["systemctl", "daemon-reload"]);
 }
 
@@ -47,7 +51,12 @@ async fn unit_session(extra: &[(&str, Value)]) -> Option<Session> {
     }
     let mut pairs = vec![(
         "allowed_units",
-        list(&["web@*.service", "idle@*.service", "ghost@*.service"]),
+        list(&[
+            "web@*.service",
+            "idle@*.service",
+            "tmpw@*.service",
+            "ghost@*.service",
+        ]),
     )];
     pairs.extend(extra.iter().cloned());
     let s = Session::new(plugin_config(&pairs)).await;
@@ -73,6 +82,7 @@ fn live_instances(sd: &PrivateSystemd) -> Vec<String> {
         "--no-legend",
         "web@*",
         "idle@*",
+        "tmpw@*",
         "ghost@*",
     ])
     .lines()
@@ -232,6 +242,51 @@ async fn a_template_instance_serves_with_nomads_env_and_is_cleaned_up() {
         "",
         "systemd no longer uses it"
     );
+    assert!(live_instances(&s.sd).is_empty());
+    s.finish().await;
+}
+
+/// The drop-in adds what Nomad owns and nothing of the driver's own sandboxing: an installed
+/// unit that writes to the host's /var/tmp still does (a private /tmp would hide it).
+#[tokio::test]
+async fn an_installed_unit_keeps_its_own_sandboxing() {
+    let Some(s) = unit_session(&[]).await else {
+        return;
+    };
+    let alloc = Alloc::new("tmpw");
+    let unit = format!("tmpw@{}.service", alloc.id);
+    let job = JobConfig {
+        unit: Some(unit.clone()),
+        ..JobConfig::default()
+    };
+    let task = alloc.task_config(1, &job);
+    let mark = PathBuf::from(format!("/var/tmp/nds-tmpw-{}", alloc.id));
+    let _ = std::fs::remove_file(&mark);
+    s.start(task.clone()).await.unwrap();
+    let end = Instant::now() + SECS;
+    while !mark.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&mark);
+    let _ = std::fs::remove_file(&mark);
+    assert_eq!(
+        text.ok().as_deref().map(str::trim),
+        Some(alloc.id.as_str()),
+        "the unit's write reached the host's /var/tmp"
+    );
+    for (property, own) in [
+        ("PrivateTmp", "no"),
+        ("ProtectSystem", "no"),
+        ("ProtectHome", "no"),
+        ("PrivateDevices", "no"),
+        ("DynamicUser", "no"),
+    ] {
+        assert_eq!(s.sd.show(&unit, property), own, "{property}");
+    }
+    let dropin = std::fs::read_to_string(dropin_path(&s.sd, &unit)).unwrap();
+    assert!(!dropin.contains("PrivateTmp"), "{dropin}");
+    s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+    s.destroy(&task.id).await;
     assert!(live_instances(&s.sd).is_empty());
     s.finish().await;
 }

@@ -5,11 +5,16 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spec {
     Object(Vec<(&'static str, Spec)>),
+    /// `name` is the input attribute name. It is always spelled out: Nomad implies a name
+    /// from the Object key only for that key's direct child, never inside `Default`
+    /// (ARCHITECTURE.md, "Schemas").
     Attr {
+        name: &'static str,
         ty: &'static str,
         required: bool,
     },
     BlockAttrs {
+        name: &'static str,
         ty: &'static str,
     },
     Default {
@@ -20,51 +25,57 @@ pub enum Spec {
     Literal(&'static str),
 }
 
-fn attr(ty: &'static str) -> Spec {
-    Spec::Attr {
-        ty,
-        required: false,
-    }
+fn attr(name: &'static str, ty: &'static str) -> (&'static str, Spec) {
+    (
+        name,
+        Spec::Attr {
+            name,
+            ty,
+            required: false,
+        },
+    )
 }
 
-fn with_default(primary: Spec, literal: &'static str) -> Spec {
-    Spec::Default {
-        primary: Box::new(primary),
-        default: Box::new(Spec::Literal(literal)),
-    }
+/// An attribute that takes `literal` (an HCL expression of the same type) when absent.
+fn attr_or(name: &'static str, ty: &'static str, literal: &'static str) -> (&'static str, Spec) {
+    let (key, primary) = attr(name, ty);
+    (
+        key,
+        Spec::Default {
+            primary: Box::new(primary),
+            default: Box::new(Spec::Literal(literal)),
+        },
+    )
 }
 
-/// `plugin "nomad-driver-systemd" { config { ... } }` (product.md §3).
+/// `plugin "nomad-driver-systemd" { config { ... } }`.
 pub fn plugin_schema() -> Spec {
     Spec::Object(vec![
-        ("enabled", with_default(attr("bool"), "true")),
-        (
-            "slice",
-            with_default(attr("string"), "\"nomad_tasks.slice\""),
-        ),
-        ("allowed_units", with_default(attr("list(string)"), "[]")),
-        (
-            "allowed_properties",
-            with_default(attr("list(string)"), "[]"),
-        ),
-        (
-            "denied_properties",
-            with_default(attr("list(string)"), "[]"),
-        ),
-        ("default_user", with_default(attr("string"), "\"\"")),
-        ("allow_root", with_default(attr("bool"), "false")),
+        attr_or("enabled", "bool", "true"),
+        attr_or("slice", "string", "\"nomad_tasks.slice\""),
+        attr_or("allowed_units", "list(string)", "[]"),
+        attr_or("allowed_properties", "list(string)", "[]"),
+        attr_or("denied_properties", "list(string)", "[]"),
+        attr_or("default_user", "string", "\"\""),
+        attr_or("allow_root", "bool", "false"),
     ])
 }
 
-/// The task `config {}` block (product.md §2). `properties` is BlockAttrs so that both
-/// `properties = {..}` and `properties {..}` HCL spellings and JSON jobs decode (spec §4.2).
+/// The task `config {}` block. `properties` is BlockAttrs so that both `properties = {..}` and
+/// `properties {..}` HCL spellings and JSON jobs decode (ARCHITECTURE.md, "Schemas").
 pub fn task_schema() -> Spec {
     Spec::Object(vec![
-        ("command", attr("string")),
-        ("args", attr("list(string)")),
-        ("unit", attr("string")),
-        ("properties", Spec::BlockAttrs { ty: "string" }),
-        ("work_dir", attr("string")),
+        attr("command", "string"),
+        attr("args", "list(string)"),
+        attr("unit", "string"),
+        (
+            "properties",
+            Spec::BlockAttrs {
+                name: "properties",
+                ty: "string",
+            },
+        ),
+        attr("work_dir", "string"),
     ])
 }
 
@@ -100,12 +111,41 @@ mod tests {
         );
     }
 
+    /// Nomad (helper/pluginutils/hclspecutils/dec.go: decodeObjectSpec hands the Object key
+    /// down as the implied name of its direct child only; decodeDefaultSpec and
+    /// decodeArraySpec hand down "") refuses an unnamed Attr under Default with "Missing name
+    /// in attribute spec". Every Attr and BlockAttrs therefore carries its name, wherever it
+    /// sits, and the name is the key it is decoded from.
+    #[test]
+    fn every_attr_and_block_attrs_is_named_after_its_key() {
+        fn walk(s: &Spec, key: &str, seen: &mut usize) {
+            match s {
+                Spec::Object(f) => f.iter().for_each(|(k, s)| walk(s, k, seen)),
+                Spec::Attr { name, .. } | Spec::BlockAttrs { name, .. } => {
+                    assert!(!name.is_empty(), "{key}: unnamed attribute");
+                    assert_eq!(*name, key);
+                    *seen += 1;
+                }
+                Spec::Default { primary, default } => {
+                    walk(primary, key, seen);
+                    walk(default, key, seen);
+                }
+                Spec::Literal(_) => {}
+            }
+        }
+        for schema in [plugin_schema(), task_schema()] {
+            let mut seen = 0;
+            walk(&schema, "", &mut seen);
+            assert_eq!(seen, keys(&schema).len());
+        }
+    }
+
     #[test]
     fn every_attr_has_a_type() {
         fn walk(s: &Spec) {
             match s {
                 Spec::Object(f) => f.iter().for_each(|(_, s)| walk(s)),
-                Spec::Attr { ty, .. } | Spec::BlockAttrs { ty } => assert!(!ty.is_empty()),
+                Spec::Attr { ty, .. } | Spec::BlockAttrs { ty, .. } => assert!(!ty.is_empty()),
                 Spec::Default { primary, default } => {
                     walk(primary);
                     walk(default);

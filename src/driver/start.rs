@@ -7,6 +7,7 @@ use super::monitor::MonitorSpec;
 use super::{Driver, DriverError, Handle, Result, Task};
 use crate::config::TaskUserConfig;
 use crate::systemd::{Systemd, SystemdError, UnitStatus};
+use crate::task::spec::{DeviceKind, DeviceNode, DeviceSpec};
 use crate::task::state::STATE_VERSION;
 use crate::task::{DriverState, TaskSpec};
 use crate::unit::plan::{dropin_belongs_to, dropin_owner};
@@ -17,13 +18,18 @@ type Changes = tokio::sync::watch::Receiver<u64>;
 
 impl<S: Systemd> Driver<S> {
     /// Starts a task from Nomad's spec and the job's decoded `config {}`.
-    pub async fn start(self: &Arc<Self>, spec: TaskSpec, cfg: TaskUserConfig) -> Result<Handle> {
+    pub async fn start(
+        self: &Arc<Self>,
+        mut spec: TaskSpec,
+        cfg: TaskUserConfig,
+    ) -> Result<Handle> {
         if spec.id.is_empty() {
             return Err(DriverError::InvalidArgument("task id is empty".into()));
         }
         if self.lock_tasks().contains_key(&spec.id) {
             return Err(DriverError::AlreadyExists(spec.id));
         }
+        resolve_devices(&mut spec.devices);
         let plan = plan(&spec, &cfg, &self.config())?;
         for warning in &plan.warnings {
             self.emit(super::TaskEvent {
@@ -223,5 +229,29 @@ impl<S: Systemd> Driver<S> {
         {
             tracing::warn!(unit, error = %e, "removing drop-in failed");
         }
+    }
+}
+
+/// Looks up what each device's host path is (following symlinks), so that the planner can
+/// allow the node by number; a path that is missing or no device node stays unresolved and
+/// the planner refuses it by key.
+fn resolve_devices(devices: &mut [DeviceSpec]) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for d in devices.iter_mut().filter(|d| d.host_path.starts_with('/')) {
+        d.node = std::fs::metadata(&d.host_path).ok().and_then(|m| {
+            let t = m.file_type();
+            let kind = if t.is_char_device() {
+                DeviceKind::Char
+            } else if t.is_block_device() {
+                DeviceKind::Block
+            } else {
+                return None;
+            };
+            Some(DeviceNode {
+                kind,
+                major: libc::major(m.rdev()),
+                minor: libc::minor(m.rdev()),
+            })
+        });
     }
 }

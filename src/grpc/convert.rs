@@ -20,13 +20,13 @@ pub fn spec(s: &Spec) -> hclspec::Spec {
                 .map(|(k, v)| ((*k).to_string(), spec(v)))
                 .collect(),
         }),
-        Spec::Attr { ty, required } => Block::Attr(hclspec::Attr {
-            name: String::new(),
+        Spec::Attr { name, ty, required } => Block::Attr(hclspec::Attr {
+            name: (*name).to_string(),
             r#type: (*ty).to_string(),
             required: *required,
         }),
-        Spec::BlockAttrs { ty } => Block::BlockAttrs(hclspec::BlockAttrs {
-            name: String::new(),
+        Spec::BlockAttrs { name, ty } => Block::BlockAttrs(hclspec::BlockAttrs {
+            name: (*name).to_string(),
             r#type: (*ty).to_string(),
             required: false,
         }),
@@ -97,6 +97,7 @@ pub fn task_spec(c: &drivers::TaskConfig) -> TaskSpec {
                 host_path: d.host_path.clone(),
                 task_path: d.task_path.clone(),
                 permissions: d.cgroup_permissions.clone(),
+                node: None,
             })
             .collect(),
         stdout_path: c.stdout_path.clone(),
@@ -278,4 +279,47 @@ pub fn exec_frame(o: crate::exec::ExecOutput) -> drivers::ExecTaskStreamingRespo
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::{plugin_schema, task_schema};
+    use hclspec::spec::Block;
+
+    /// Every Attr and BlockAttrs Nomad receives is named, wherever it sits in the tree: Nomad
+    /// implies no name inside Default (helper/pluginutils/hclspecutils/dec.go,
+    /// decodeDefaultSpec) and refuses the whole plugin over one unnamed attribute.
+    #[test]
+    fn no_unnamed_attribute_reaches_the_wire() {
+        fn walk(s: &hclspec::Spec, path: &str, named: &mut Vec<String>) {
+            match s.block.as_ref().expect("every spec node has a block") {
+                Block::Object(o) => {
+                    for (k, v) in &o.attributes {
+                        walk(v, &format!("{path}.{k}"), named);
+                    }
+                }
+                Block::Attr(a) => {
+                    assert!(!a.name.is_empty(), "{path}: Attr without a name");
+                    assert!(!a.r#type.is_empty(), "{path}: Attr without a type");
+                    named.push(a.name.clone());
+                }
+                Block::BlockAttrs(a) => {
+                    assert!(!a.name.is_empty(), "{path}: BlockAttrs without a name");
+                    named.push(a.name.clone());
+                }
+                Block::Default(d) => {
+                    walk(d.primary.as_deref().expect("primary"), path, named);
+                    walk(d.default.as_deref().expect("default"), path, named);
+                }
+                Block::Literal(l) => assert!(!l.value.is_empty(), "{path}: empty literal"),
+                other => panic!("{path}: unexpected spec kind {other:?}"),
+            }
+        }
+        for (schema, n) in [(plugin_schema(), 7), (task_schema(), 5)] {
+            let mut named = Vec::new();
+            walk(&spec(&schema), "", &mut named);
+            assert_eq!(named.len(), n, "{named:?}");
+        }
+    }
 }

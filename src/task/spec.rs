@@ -24,12 +24,44 @@ pub struct MountSpec {
     pub readonly: bool,
 }
 
-/// A device from a device plugin.
+/// A device from a device plugin. `host_path` may be any path to a device node: a symlink
+/// such as `/dev/disk/by-id/...`, or a node a device plugin made outside `/dev`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSpec {
     pub host_path: String,
     pub task_path: String,
     pub permissions: String,
+    /// What `host_path` is on the host, looked up (following symlinks) by the driver before
+    /// planning; `None` when it is missing or not a device node.
+    #[serde(default)]
+    pub node: Option<DeviceNode>,
+}
+
+/// A device node by number, the way the cgroup device policy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    pub kind: DeviceKind,
+    pub major: u32,
+    pub minor: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Char,
+    Block,
+}
+
+impl DeviceNode {
+    /// systemd's pseudo path for a device by number (`/dev/char/M:m`, `/dev/block/M:m`),
+    /// which `DeviceAllow=` takes without the path existing.
+    pub fn allow_path(&self) -> String {
+        let kind = match self.kind {
+            DeviceKind::Char => "char",
+            DeviceKind::Block => "block",
+        };
+        format!("/dev/{kind}/{}:{}", self.major, self.minor)
+    }
 }
 
 /// One task start as Nomad describes it.

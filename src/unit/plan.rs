@@ -151,7 +151,7 @@ pub fn plan(
         }
     }
     identity(&mut b, task, plugin, mode);
-    filesystem(&mut b, task);
+    filesystem(&mut b, task, mode);
     devices(&mut b, task);
     logs(&mut b, task);
     resources(&mut b, &task.resources);
@@ -301,7 +301,7 @@ fn identity(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, mode: Mode)
     }
 }
 
-fn filesystem(b: &mut Builder, task: &TaskSpec) {
+fn filesystem(b: &mut Builder, task: &TaskSpec, mode: Mode) {
     let alloc = task.alloc_dir.trim_end_matches('/');
     let task_dir = format!("{alloc}/{}", task.name);
     let mut rw = vec![
@@ -335,7 +335,11 @@ fn filesystem(b: &mut Builder, task: &TaskSpec) {
         }
         bind_setting(b, name, list, MS_REC);
     }
-    b.set("PrivateTmp", "yes", DValue::Bool(true));
+    // An installed unit keeps the sandboxing its operator wrote (its ExecStart may rely on the
+    // host's /tmp or /var/tmp); only a transient unit, which is all ours, gets a private /tmp.
+    if mode == Mode::Transient {
+        b.set("PrivateTmp", "yes", DValue::Bool(true));
+    }
 }
 
 /// A `BindPaths=`-style setting from (source, destination) pairs, in both spellings.
@@ -366,7 +370,8 @@ fn bind_setting(b: &mut Builder, name: &str, pairs: Vec<(String, String)>, flags
     );
 }
 
-/// Device-plugin devices: the cgroup device policy allows exactly these with their
+/// Device-plugin devices: the cgroup device policy allows exactly these, by number
+/// (`/dev/char/M:m`, so a host path may be a symlink or a node outside `/dev`), with their
 /// permissions (plus the standard pseudo devices `DevicePolicy=closed` keeps: null, zero, full,
 /// random, urandom, tty, ptmx, pts), and each node is bound at its task path into a private
 /// `/dev` (`PrivateDevices=yes`), so a task path that does not exist on the host is never
@@ -393,12 +398,12 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
                 ok = false;
             }
         }
-        if ok && let Err(why) = device_node_path(&d.host_path) {
+        let node = d.node.filter(|_| ok);
+        if ok && node.is_none() {
             b.error(
                 format!("{key}.host_path"),
-                format!("{:?} {why}", d.host_path),
+                format!("{:?} is not a character or block device node", d.host_path),
             );
-            ok = false;
         }
         if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
             b.error(
@@ -407,18 +412,19 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
             );
             ok = false;
         }
-        if !ok {
+        let Some(node) = node.filter(|_| ok) else {
             continue;
-        }
+        };
+        let allow = node.allow_path();
         b.settings.push(Setting {
             name: "DeviceAllow".into(),
-            text: format!("{} {perms}", quote(&d.host_path)),
+            text: format!("{allow} {perms}"),
             dbus: vec![(
                 "DeviceAllow".into(),
                 DValue::Array {
                     sig: "(ss)".into(),
                     items: vec![DValue::Struct(vec![
-                        DValue::Str(d.host_path.clone()),
+                        DValue::Str(allow),
                         DValue::Str(perms.to_string()),
                     ])],
                 },
@@ -433,24 +439,6 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
     bind_setting(b, "BindPaths", binds, 0);
     b.set("DevicePolicy", "closed", DValue::Str("closed".into()));
     b.set("PrivateDevices", "yes", DValue::Bool(true));
-}
-
-/// What systemd accepts in `DeviceAllow=`: a normalized path under `/dev/` without white
-/// space (systemd refuses anything else with InvalidArgs).
-fn device_node_path(path: &str) -> Result<(), &'static str> {
-    let Some(rest) = path.strip_prefix("/dev/") else {
-        return Err("is not a device node path under /dev/");
-    };
-    if path.chars().any(char::is_whitespace) {
-        return Err("cannot contain white space");
-    }
-    if rest
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err("is not a normalized path");
-    }
-    Ok(())
 }
 
 fn logs(b: &mut Builder, task: &TaskSpec) {
@@ -842,7 +830,6 @@ mod unit_mode_tests {
             "Slice=nomad_tasks.slice".into(),
             "Restart=no".into(),
             "RemainAfterExit=yes".into(),
-            "PrivateTmp=yes".into(),
             format!("Environment=\"NOMAD_ALLOC_ID={ALLOC}\""),
             "Environment=\"NOMAD_PORT_http=8080\"".into(),
             format!(
@@ -855,7 +842,8 @@ mod unit_mode_tests {
         ] {
             assert!(lines.contains(&want), "missing {want:?} in\n{text}");
         }
-        // the installed unit keeps its own command, type, identity, description and cwd
+        // the installed unit keeps its own command, type, identity, description, cwd and
+        // sandboxing
         let names = directives(&text);
         for absent in [
             "ExecStart",
@@ -864,6 +852,10 @@ mod unit_mode_tests {
             "DynamicUser",
             "Description",
             "WorkingDirectory",
+            "PrivateTmp",
+            "ProtectSystem",
+            "ProtectHome",
+            "PrivateDevices",
         ] {
             assert!(!names.iter().any(|n| n == absent), "{absent} in\n{text}");
         }
@@ -1349,9 +1341,20 @@ mod resource_tests {
 mod device_tests {
     //! Devices: DeviceAllow with permissions, binds into a private /dev, errors per field.
     use super::*;
-    use crate::task::spec::DeviceSpec;
+    use crate::task::spec::{DeviceKind, DeviceNode, DeviceSpec};
+
+    /// A resolved character device 10:229 (what the driver finds for any of the paths).
+    const NODE: Option<DeviceNode> = Some(DeviceNode {
+        kind: DeviceKind::Char,
+        major: 10,
+        minor: 229,
+    });
 
     fn task(devices: &[(&str, &str, &str)]) -> TaskSpec {
+        resolved(devices, NODE)
+    }
+
+    fn resolved(devices: &[(&str, &str, &str)], node: Option<DeviceNode>) -> TaskSpec {
         TaskSpec {
             id: "a/web/0a1b2c3d".into(),
             name: "web".into(),
@@ -1363,6 +1366,7 @@ mod device_tests {
                     host_path: (*h).into(),
                     task_path: (*t).into(),
                     permissions: (*p).into(),
+                    node,
                 })
                 .collect(),
             ..TaskSpec::default()
@@ -1387,20 +1391,25 @@ mod device_tests {
     }
 
     #[test]
-    fn devices_become_allow_entries_and_binds() {
-        let t = task(&[
-            ("/dev/nvidia0", "/dev/nvidia0", "rw"),
-            ("/dev/fuse", "/dev/myfuse", ""),
+    fn devices_become_allow_entries_by_number_and_binds() {
+        let mut t = task(&[
+            ("/dev/disk/by-id/nvme-x", "/dev/nvme0n1", "rw"),
+            ("/run/plugin/fuse", "/dev/myfuse", ""),
         ]);
+        t.devices[0].node = Some(DeviceNode {
+            kind: DeviceKind::Block,
+            major: 259,
+            minor: 0,
+        });
         assert_eq!(
             settings(&t, "DeviceAllow"),
-            ["\"/dev/nvidia0\" rw", "\"/dev/fuse\" rwm"]
+            ["/dev/block/259:0 rw", "/dev/char/10:229 rwm"]
         );
         let binds = settings(&t, "BindPaths");
         assert_eq!(binds.len(), 2, "{binds:?}");
         assert_eq!(
             binds[1],
-            "\"/dev/nvidia0\":\"/dev/nvidia0\" \"/dev/fuse\":\"/dev/myfuse\""
+            "\"/dev/disk/by-id/nvme-x\":\"/dev/nvme0n1\" \"/run/plugin/fuse\":\"/dev/myfuse\""
         );
         assert_eq!(settings(&t, "DevicePolicy"), ["closed"]);
         assert_eq!(settings(&t, "PrivateDevices"), ["yes"]);
@@ -1416,7 +1425,7 @@ mod device_tests {
             &DValue::Array {
                 sig: "(ss)".into(),
                 items: vec![DValue::Struct(vec![
-                    DValue::Str("/dev/fuse".into()),
+                    DValue::Str("/dev/char/10:229".into()),
                     DValue::Str("rwm".into())
                 ])]
             }
@@ -1440,15 +1449,13 @@ mod device_tests {
 
     #[test]
     fn bad_devices_name_the_field() {
-        let t = task(&[
+        let mut t = task(&[
             ("dev/x", "/dev/x", "r"),
             ("/dev/y", "/dev/y\n", "r"),
             ("/dev/z", "/dev/z", "rx"),
             ("/var/lib/x", "/dev/x", "r"),
-            ("/dev/a b", "/dev/x", "r"),
-            ("/dev/../etc/x", "/dev/x", "r"),
-            ("/dev/", "/dev/x", "r"),
         ]);
+        t.devices[3].node = None;
         let errs: Vec<String> = plan(&t, &cmd(), &PluginConfig::default())
             .unwrap_err()
             .0
@@ -1461,10 +1468,7 @@ mod device_tests {
                 "devices[0].host_path: \"dev/x\" is not an absolute path",
                 "devices[1].task_path: \"/dev/y\\n\" contains a control character",
                 "devices[2].cgroup_permissions: \"rx\" must be one or more of r, w, m",
-                "devices[3].host_path: \"/var/lib/x\" is not a device node path under /dev/",
-                "devices[4].host_path: \"/dev/a b\" cannot contain white space",
-                "devices[5].host_path: \"/dev/../etc/x\" is not a normalized path",
-                "devices[6].host_path: \"/dev/\" is not a normalized path",
+                "devices[3].host_path: \"/var/lib/x\" is not a character or block device node",
             ]
         );
     }

@@ -1,0 +1,173 @@
+package main
+
+// The agent's side of go-plugin, with go-plugin's own client: Nomad's handshake (nomad
+// plugins/base/plugin.go Handshake: protocol version 2, NOMAD_PLUGIN_MAGIC_COOKIE), gRPC only,
+// launched the way helper/pluginutils/loader/init.go and loader.go (Dispense) do it, killed with
+// Client.Kill (controller Shutdown, close, 2 s, then SIGKILL), and reattached the way
+// client/pluginmanager/drivermanager/instance.go (dispense with a ReattachConfig) does.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"nomad-driver-systemd/tests/nomad-client/pb/base"
+	"nomad-driver-systemd/tests/nomad-client/pb/drivers"
+)
+
+const (
+	cookieKey   = "NOMAD_PLUGIN_MAGIC_COOKIE"
+	cookieValue = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255"
+)
+
+var handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  2,
+	MagicCookieKey:   cookieKey,
+	MagicCookieValue: cookieValue,
+}
+
+// Stubs is what Dispense hands back: the generated clients on go-plugin's connection.
+type Stubs struct {
+	Base   base.BasePluginClient
+	Driver drivers.DriverClient
+}
+
+// driverPlugin is the client half of a go-plugin GRPCPlugin for Nomad's "base"/"driver"
+// plugin set; it never serves.
+type driverPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+}
+
+func (driverPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("the conformance client never serves a plugin")
+}
+
+func (driverPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return &Stubs{Base: base.NewBasePluginClient(conn), Driver: drivers.NewDriverClient(conn)}, nil
+}
+
+var pluginSet = map[string]plugin.Plugin{"base": driverPlugin{}, "driver": driverPlugin{}}
+
+// syncBuf collects go-plugin's log (which also carries the plugin's re-logged stderr).
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	tee bool
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tee {
+		os.Stderr.Write(p)
+	}
+	return s.buf.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// Launch is one plugin process (or one reattachment to it) and its go-plugin client.
+type Launch struct {
+	Client *plugin.Client
+	Stubs  *Stubs
+	Log    *syncBuf
+}
+
+func newLogger(name string, verbose bool) (hclog.Logger, *syncBuf) {
+	buf := &syncBuf{tee: verbose}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: buf, Level: hclog.Trace}), buf
+}
+
+func dispense(c *plugin.Client, log *syncBuf) (*Launch, error) {
+	rpc, err := c.Client()
+	if err != nil {
+		c.Kill()
+		return nil, fmt.Errorf("go-plugin client: %w\n%s", err, log.String())
+	}
+	raw, err := rpc.Dispense("driver")
+	if err != nil {
+		c.Kill()
+		return nil, fmt.Errorf("dispense: %w", err)
+	}
+	return &Launch{Client: c, Stubs: raw.(*Stubs), Log: log}, nil
+}
+
+// LaunchPlugin execs the binary as the agent does (no arguments unless the operator set
+// plugin.args; the agent's environment; go-plugin adds the cookie and protocol variables).
+func LaunchPlugin(binary, name string, verbose bool) (*Launch, error) {
+	logger, buf := newLogger(name, verbose)
+	c := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  handshake,
+		Plugins:          pluginSet,
+		Cmd:              exec.Command(binary),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           logger,
+	})
+	return dispense(c, buf)
+}
+
+// ReattachPlugin connects to a running plugin without a handshake, as the driver manager
+// does after an agent crash.
+func ReattachPlugin(rc *plugin.ReattachConfig, name string, verbose bool) (*Launch, error) {
+	logger, buf := newLogger(name, verbose)
+	c := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  handshake,
+		Plugins:          pluginSet,
+		Reattach:         rc,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           logger,
+	})
+	return dispense(c, buf)
+}
+
+// Kill ends the launch with go-plugin's Client.Kill and reports an error unless the plugin
+// exited by itself after GRPCController/Shutdown, i.e. go-plugin did not have to SIGKILL it
+// after its 2 s grace period (it logs "plugin failed to exit gracefully" when it does).
+func (l *Launch) Kill() error {
+	start := time.Now()
+	l.Client.Kill()
+	took := time.Since(start)
+	log := l.Log.String()
+	switch {
+	case strings.Contains(log, "plugin failed to exit gracefully"):
+		return fmt.Errorf("plugin failed to exit gracefully (SIGKILLed after %v)", took.Round(time.Millisecond))
+	case strings.Contains(log, "signal: killed"):
+		return fmt.Errorf("plugin was killed (%v)", took.Round(time.Millisecond))
+	case took >= 2*time.Second:
+		return fmt.Errorf("Kill took %v", took.Round(time.Millisecond))
+	case !l.Client.Exited():
+		return errors.New("go-plugin does not see the plugin exited")
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "plugin process exited") && strings.Contains(line, "error=") {
+			return fmt.Errorf("the plugin did not exit cleanly: %s", strings.TrimSpace(line))
+		}
+	}
+	return nil
+}
+
+// CheckLog fails on lines go-plugin could not take as hclog JSON from the plugin's stderr.
+// go-plugin re-logs a JSON line at its own level; a line that is not JSON is logged at DEBUG
+// raw (that is how Nomad would show it, but our plugin promises JSON only).
+func (l *Launch) CheckLog() error {
+	for _, line := range strings.Split(l.Log.String(), "\n") {
+		if strings.Contains(line, "panic") || strings.Contains(line, "fatal error") {
+			return fmt.Errorf("plugin log: %s", line)
+		}
+	}
+	return nil
+}

@@ -7,7 +7,8 @@
 //!
 //! Needs root, `go` (1.26) and `protoc` with the well-known protos (`protobuf-compiler`,
 //! `libprotobuf-dev`); `.ci/run` installs the latter. `NDS_CONFORMANCE_BINARY` overrides the
-//! plugin binary (otherwise `cargo build --release --locked` provides it).
+//! plugin binary (otherwise `cargo build --release --locked` provides it);
+//! `NDS_CONFORMANCE_VERBOSE=1` shows go-plugin's log, with the plugin's stderr.
 
 mod common;
 
@@ -133,6 +134,12 @@ fn nomad_side_conformance() {
         .arg("-repo")
         .arg(repo())
         .args(["-alloc-root", &alloc_root, "-install-units"])
+        // NDS_CONFORMANCE_VERBOSE=1: go-plugin's log and the plugin's stderr on stderr
+        .args(
+            std::env::var_os("NDS_CONFORMANCE_VERBOSE")
+                .map(|_| "-v")
+                .into_iter(),
+        )
         .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
         .env_remove("NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR")
         .stdin(Stdio::null())

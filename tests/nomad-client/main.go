@@ -239,6 +239,9 @@ func main() {
 		return "", nil
 	})
 
+	if failed > 0 {
+		dumpProblems()
+	}
 	fmt.Printf("%d passed, %d failed\n", passed, failed)
 	if failed > 0 {
 		os.Exit(1)

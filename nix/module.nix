@@ -69,8 +69,10 @@ in
           default_user = "nomad-task";
         }
       '';
+      # No freeform keys: the driver refuses unknown keys, so a misspelt one fails here, at
+      # evaluation, not when the agent starts. Every key of `nomad-driver-systemd schema` has
+      # an option below (tests/nix_eval.rs checks both ways).
       type = types.submodule {
-        freeformType = toml.type;
         options = {
           enabled = mkOption {
             type = types.bool;

@@ -1,5 +1,5 @@
 //! `nomad-driver-systemd`: the Nomad plugin (no subcommand, launched by Nomad) and the operator
-//! CLI (`validate`, `list`).
+//! CLI (`validate`, `list`, `schema`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,6 +71,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the plugin config's keys, types and defaults (what the NixOS module's options follow).
+    Schema {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,7 @@ fn main() -> ExitCode {
             alloc_root: &alloc_dir,
         }),
         Some(Command::List { config, json }) => cli::list::run(config.as_deref(), json),
+        Some(Command::Schema { json }) => cli::schema::run(json),
     }
 }
 

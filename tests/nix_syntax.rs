@@ -1,5 +1,5 @@
-//! The Nix files, as far as this machine can go: every `.nix` file of the flake parses. (Building the
-//! package and running the NixOS VM tests needs nixpkgs, Nix and KVM: `nix flake check`.)
+//! Every `.nix` file of the flake parses. `tests/nix_eval.rs` evaluates them; building the
+//! package and running the NixOS VM tests needs nixpkgs and KVM: `nix flake check`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,7 +7,8 @@
 //!
 //! Needs root, `go` (1.26) and `protoc` with the well-known protos (`protobuf-compiler`,
 //! `libprotobuf-dev`); `.ci/run` installs the latter. `NDS_CONFORMANCE_BINARY` overrides the
-//! plugin binary (otherwise `cargo build --release --locked` provides it).
+//! plugin binary (otherwise `cargo build --release --locked` provides it);
+//! `NDS_CONFORMANCE_VERBOSE=1` shows go-plugin's log, with the plugin's stderr.
 
 mod common;
 
@@ -65,6 +66,12 @@ fn run(what: &str, cmd: &mut Command) -> String {
 fn release_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NDS_CONFORMANCE_BINARY") {
         return PathBuf::from(p);
+    }
+    // Under `cargo test --release` the binary cargo built for this test is the release one (and
+    // a nested release build would wait forever on the lock this run holds).
+    let exe = std::env::current_exe().expect("current_exe");
+    if exe.ancestors().nth(2).and_then(Path::file_name) == Some("release".as_ref()) {
+        return PathBuf::from(env!("CARGO_BIN_EXE_nomad-driver-systemd"));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(
@@ -127,6 +134,12 @@ fn nomad_side_conformance() {
         .arg("-repo")
         .arg(repo())
         .args(["-alloc-root", &alloc_root, "-install-units"])
+        // NDS_CONFORMANCE_VERBOSE=1: go-plugin's log and the plugin's stderr on stderr
+        .args(
+            std::env::var_os("NDS_CONFORMANCE_VERBOSE")
+                .map(|_| "-v")
+                .into_iter(),
+        )
         .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
         .env_remove("NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR")
         .stdin(Stdio::null())

@@ -4,7 +4,7 @@
 //! transient scheme (`nomad-<alloc>-<task>-<id>.service`) or it carries the driver's drop-in
 //! (unit mode). Job, group and task come from the transient unit's description
 //! (`Nomad task <job>/<group>/<task> (alloc <id>)`) or, in unit mode, from the `NOMAD_*`
-//! variables of its environment (which the drop-in sets). MEMORY and CPU come from systemd
+//! journal fields (`LogExtraFields=`) the drop-in sets. MEMORY and CPU come from systemd
 //! (`MemoryCurrent`, `CPUUsageNSec`) or, where it publishes none (cgroup v1 and hybrid hosts),
 //! from the unit's cgroup through the same readers the plugin's TaskStats use.
 
@@ -117,7 +117,7 @@ pub async fn collect<S: Systemd>(
 
 fn entry(unit: String, mode: Mode, parsed: Option<ParsedName>, info: &UnitInfo) -> Entry {
     let env: BTreeMap<&str, &str> = info
-        .environment
+        .log_fields
         .iter()
         .filter_map(|e| e.split_once('='))
         .collect();

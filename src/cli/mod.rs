@@ -1,10 +1,11 @@
-//! The operator CLI: `validate` (judge job files as the plugin would) and `list` (the units the
-//! driver manages on this host), plus the small output helpers they share.
+//! The operator CLI: `validate` (judge job files as the plugin would), `list` (the units the
+//! driver manages on this host) and `schema` (the plugin config's keys), plus the small output helpers they share.
 
 pub mod interp;
 pub mod job;
 pub mod list;
 pub mod run;
+pub mod schema;
 pub mod validate;
 
 use std::io::Write;

@@ -283,8 +283,7 @@ fn restore(report: &mut Report, interp: &Interp, spec: &TaskSpec) {
     report.unit = report.unit.as_deref().map(|u| interp.restore(u));
     for (name, value) in &mut report.settings {
         *value = match name.as_str() {
-            "Environment" if value.is_empty() => "<Nomad's task environment>".to_string(),
-            "Environment" => format!("<Nomad's task environment> {}", interp.restore(value)),
+            "EnvironmentFile" => format!("{value} <Nomad's task environment, root-only>"),
             "AllowedCPUs" => format!("<the cores Nomad reserves: {}>", spec.resources.cpuset_cpus),
             _ => interp.restore(value),
         };
@@ -449,9 +448,14 @@ mod tests {
             "{}",
             s["BindPaths"]
         );
-        assert_eq!(
-            s["Environment"],
-            "<Nomad's task environment> \"GREETING=hi ${node.unique.name}\""
+        assert!(
+            s["EnvironmentFile"].ends_with(".env <Nomad's task environment, root-only>"),
+            "{}",
+            s["EnvironmentFile"]
+        );
+        assert!(
+            !s.contains_key("Environment"),
+            "no environment in a property"
         );
         assert!(s.contains_key("CPUWeight"));
     }

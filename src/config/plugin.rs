@@ -18,6 +18,9 @@ pub struct PluginConfig {
     pub allowed_properties: Vec<String>,
     pub denied_properties: Vec<String>,
     pub default_user: String,
+    /// Host users a job may name in `user`; empty: none (a job without a user runs as its
+    /// allocation's dynamic user).
+    pub allowed_users: Vec<String>,
     pub allow_root: bool,
 }
 
@@ -30,6 +33,7 @@ impl Default for PluginConfig {
             allowed_properties: Vec::new(),
             denied_properties: Vec::new(),
             default_user: String::new(),
+            allowed_users: Vec::new(),
             allow_root: false,
         }
     }
@@ -55,6 +59,7 @@ impl PluginConfig {
                 list(&self.allowed_properties),
             ),
             (Value::from("allowed_units"), list(&self.allowed_units)),
+            (Value::from("allowed_users"), list(&self.allowed_users)),
             (
                 Value::from("default_user"),
                 Value::from(self.default_user.as_str()),
@@ -110,6 +115,7 @@ impl PluginConfig {
             allowed_properties: f.string_list("allowed_properties")?.unwrap_or_default(),
             denied_properties: f.string_list("denied_properties")?.unwrap_or_default(),
             default_user: f.string("default_user")?.unwrap_or_default(),
+            allowed_users: f.string_list("allowed_users")?.unwrap_or_default(),
             allow_root: f.bool("allow_root")?.unwrap_or(d.allow_root),
         };
         f.finish()?;
@@ -158,6 +164,18 @@ impl PluginConfig {
             return Err(ConfigError::invalid(
                 "default_user",
                 format!("{:?} is not a valid user name", self.default_user),
+            ));
+        }
+        if let Some(bad) = self.allowed_users.iter().find(|u| !valid_user_name(u)) {
+            return Err(ConfigError::invalid(
+                "allowed_users",
+                format!("{bad:?} is not a valid user name"),
+            ));
+        }
+        if let Some(root) = self.allowed_users.iter().find(|u| is_root_user(u)) {
+            return Err(ConfigError::invalid(
+                "allowed_users",
+                format!("{root:?}: root is governed by allow_root, not allowed_users"),
             ));
         }
         if !self.allow_root && is_root_user(&self.default_user) {
@@ -254,11 +272,16 @@ mod tests {
         assert!(cfg.unit_globs().unwrap().is_match("webserver@abc.service"));
     }
 
+    /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
+    /// with `allowed_users` (an empty list) in its sorted place. The Go conformance client
+    /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
-        let golden = hex(
-            "87aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
-        );
+        let golden = hex(concat!(
+            "88aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
+            "ad616c6c6f7765645f757365727390",
+            "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
+        ));
         assert_eq!(PluginConfig::default().to_msgpack(), golden);
     }
 

@@ -57,6 +57,7 @@ pub fn plugin_schema() -> Spec {
         attr_or("allowed_properties", "list(string)", "[]"),
         attr_or("denied_properties", "list(string)", "[]"),
         attr_or("default_user", "string", "\"\""),
+        attr_or("allowed_users", "list(string)", "[]"),
         attr_or("allow_root", "bool", "false"),
     ])
 }
@@ -106,6 +107,7 @@ mod tests {
                 "allowed_properties",
                 "denied_properties",
                 "default_user",
+                "allowed_users",
                 "allow_root"
             ]
         );

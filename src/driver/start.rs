@@ -31,7 +31,24 @@ impl<S: Systemd> Driver<S> {
             return Err(DriverError::AlreadyExists(spec.id));
         }
         resolve_devices(&mut spec.devices);
-        let plan = plan_on(&spec, &cfg, &self.config(), self.host())?;
+        let config = self.config();
+        let user = if spec.user.is_empty() {
+            config.default_user.clone()
+        } else {
+            spec.user.clone()
+        };
+        if !user.is_empty() {
+            spec.user_gid = primary_gid(&user);
+        }
+        let plan = plan_on(&spec, &cfg, &config, self.host())?;
+        if !user.is_empty()
+            && spec.user_gid.is_none()
+            && plan.settings.iter().any(|(n, _)| n == "User")
+        {
+            return Err(DriverError::InvalidArgument(format!(
+                "user: {user:?} is not a user on this host"
+            )));
+        }
         for warning in &plan.warnings {
             self.emit(super::TaskEvent {
                 task_id: spec.id.clone(),
@@ -44,6 +61,10 @@ impl<S: Systemd> Driver<S> {
         }
         // Subscribe before starting, so no change is missed.
         let mut changes = self.sd.watch(&plan.unit).await?;
+        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
+            self.remove_env_file(&plan.unit).await;
+            return Err(e.into());
+        }
         let (status, dropin) = match plan.mode {
             Mode::Transient => (self.start_transient(&plan, &mut changes).await?, false),
             Mode::Unit => (
@@ -237,6 +258,13 @@ impl<S: Systemd> Driver<S> {
         {
             tracing::warn!(unit, error = %e, "removing drop-in failed");
         }
+        self.remove_env_file(unit).await;
+    }
+
+    async fn remove_env_file(&self, unit: &str) {
+        if let Err(e) = self.sd.remove_env_file(unit).await {
+            tracing::warn!(unit, error = %e, "removing the environment file failed");
+        }
     }
 }
 
@@ -262,4 +290,34 @@ fn resolve_devices(devices: &mut [DeviceSpec]) {
             })
         });
     }
+}
+
+/// The primary group of a host user (by name, or by number for an all-digit name), from the
+/// host's user database.
+fn primary_gid(user: &str) -> Option<u32> {
+    let mut pwd: libc::passwd = zeroed_passwd();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc = if let Ok(uid) = user.parse::<u32>() {
+        // SAFETY: pwd, buf and out are valid for the call; buf's length is passed.
+        unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
+    } else {
+        let name = std::ffi::CString::new(user).ok()?;
+        // SAFETY: as above; name is NUL-terminated.
+        unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        }
+    };
+    (rc == 0 && !out.is_null()).then_some(pwd.pw_gid)
+}
+
+fn zeroed_passwd() -> libc::passwd {
+    // SAFETY: passwd is plain old data (integers and pointers); all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
 }

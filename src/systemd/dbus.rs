@@ -3,7 +3,7 @@
 //! reconnects when the bus goes away.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -277,6 +277,15 @@ impl DbusSystemd {
         Ok(Some((u, s)))
     }
 
+    /// Where this process reaches the unit's environment file: [`crate::vocab::env_file_path`]
+    /// under the `/run` that holds `runtime_dir` (`/run/systemd`; a private systemd's
+    /// `/proc/<pid>/root/run/systemd` when the plugin runs outside its namespace).
+    fn env_file(&self, unit: &str) -> PathBuf {
+        let path = crate::vocab::env_file_path(unit);
+        let run = self.inner.runtime_dir.parent().unwrap_or(Path::new("/run"));
+        run.join(path.trim_start_matches("/run/"))
+    }
+
     fn dropin_dir(&self, unit: &str) -> PathBuf {
         self.inner
             .runtime_dir
@@ -509,6 +518,53 @@ impl Systemd for DbusSystemd {
         Ok(())
     }
 
+    async fn write_env_file(&self, unit: &str, text: &str) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let path = self.env_file(unit);
+        let err = |e: std::io::Error| SystemdError::DropIn {
+            unit: unit.to_string(),
+            message: format!("environment file {}: {e}", path.display()),
+        };
+        let dir = path.parent().unwrap_or(&path).to_path_buf();
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let text = text.to_string();
+        let (dir2, tmp2, path2) = (dir.clone(), tmp.clone(), path.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir2)?;
+            // a directory made earlier with a looser mode is tightened
+            std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o700))?;
+            let _ = std::fs::remove_file(&tmp2);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp2)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp2, &path2)
+        })
+        .await
+        .map_err(|e| err(std::io::Error::other(e)))?
+        .map_err(err)
+    }
+
+    async fn remove_env_file(&self, unit: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.env_file(unit)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SystemdError::DropIn {
+                unit: unit.to_string(),
+                message: format!("environment file: {e}"),
+            }),
+        }
+    }
+
     async fn write_dropin(&self, unit: &str, text: &str) -> Result<()> {
         let dir = self.dropin_dir(unit);
         let err = |e: std::io::Error| SystemdError::DropIn {
@@ -608,7 +664,11 @@ impl Systemd for DbusSystemd {
             sub_state: prop(&u, "SubState").unwrap_or_default(),
             state_change_usec: prop(&u, "StateChangeTimestamp").unwrap_or_default(),
             fragment_path: prop(&u, "FragmentPath").unwrap_or_default(),
-            environment: prop(&s, "Environment").unwrap_or_default(),
+            log_fields: prop::<Vec<Vec<u8>>>(&s, "LogExtraFields")
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| String::from_utf8(f).ok())
+                .collect(),
             memory_current: set_u64(&s, "MemoryCurrent"),
             cpu_usage_nsec: set_u64(&s, "CPUUsageNSec"),
             control_group: prop(&s, "ControlGroup").unwrap_or_default(),

@@ -23,6 +23,7 @@ struct State {
     units: HashMap<String, Unit>,
     installed: HashSet<String>,
     dropins: HashMap<String, String>,
+    env_files: HashMap<String, String>,
     fail_next_start: Option<SystemdError>,
     /// The next started unit exits with this status before its start job finishes.
     exit_during_start: Option<i32>,
@@ -316,6 +317,16 @@ impl Systemd for FakeSystemd {
         Ok(())
     }
 
+    async fn write_env_file(&self, unit: &str, text: &str) -> Result<()> {
+        self.with(|s| s.env_files.insert(unit.to_string(), text.to_string()));
+        Ok(())
+    }
+
+    async fn remove_env_file(&self, unit: &str) -> Result<()> {
+        self.with(|s| s.env_files.remove(unit));
+        Ok(())
+    }
+
     async fn write_dropin(&self, unit: &str, text: &str) -> Result<()> {
         self.with(|s| s.dropins.insert(unit.to_string(), text.to_string()));
         Ok(())
@@ -357,14 +368,19 @@ impl Systemd for FakeSystemd {
                 .units
                 .get(unit)
                 .filter(|u| u.status.load_state == "loaded")?;
-            let environment = u
+            let log_fields = u
                 .properties
                 .iter()
-                .find_map(|(k, v)| match v {
-                    DValue::StrList(l) if k == "Environment" => Some(l.clone()),
+                .filter(|(k, _)| k == "LogExtraFields")
+                .flat_map(|(_, v)| match v {
+                    DValue::Array { items, .. } => items.clone(),
+                    _ => Vec::new(),
+                })
+                .filter_map(|v| match v {
+                    DValue::Bytes(b) => String::from_utf8(b).ok(),
                     _ => None,
                 })
-                .unwrap_or_default();
+                .collect();
             Some(UnitInfo {
                 description: text(&u.properties, "Description").unwrap_or_default(),
                 slice: text(&u.properties, "Slice").unwrap_or_default(),
@@ -376,7 +392,7 @@ impl Systemd for FakeSystemd {
                 } else {
                     String::new()
                 },
-                environment,
+                log_fields,
                 memory_current: u.status.memory_current,
                 cpu_usage_nsec: u.status.cpu_usage_nsec,
                 control_group: u.status.control_group.clone(),

@@ -57,8 +57,9 @@ pub struct UnitInfo {
     pub state_change_usec: u64,
     /// The unit file (empty for transient units).
     pub fragment_path: String,
-    /// The service's `Environment=` assignments (`KEY=value`).
-    pub environment: Vec<String>,
+    /// The service's `LogExtraFields=` (`KEY=value`): the driver puts the task's `NOMAD_*`
+    /// identity there (never the environment, which holds secrets).
+    pub log_fields: Vec<String>,
     pub memory_current: Option<u64>,
     pub cpu_usage_nsec: Option<u64>,
     /// The unit's cgroup (`ControlGroup`), for reading usage from cgroupfs where systemd
@@ -157,6 +158,11 @@ pub trait Systemd: Send + Sync + 'static {
     fn watch(&self, unit: &str) -> impl Future<Output = Result<watch::Receiver<u64>>> + Send;
     /// `daemon-reload`; concurrent callers share reloads (one that starts after the call).
     fn reload(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the task environment file of `unit` (see [`crate::vocab::env_file_path`]): root
+    /// only, created 0600 in a 0700 directory, replaced atomically.
+    fn write_env_file(&self, unit: &str, text: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes it; OK if absent.
+    fn remove_env_file(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
     /// Writes the driver's runtime drop-in for `unit`.
     fn write_dropin(&self, unit: &str, text: &str) -> impl Future<Output = Result<()>> + Send;
     /// Removes it; OK if absent.

@@ -78,6 +78,10 @@ pub struct TaskSpec {
     pub namespace: String,
     pub env: BTreeMap<String, String>,
     pub user: String,
+    /// The primary group of `user` on this host, looked up by the driver before planning
+    /// (`None` for no user, a dynamic user, or where nobody looked, as in `validate`).
+    #[serde(default)]
+    pub user_gid: Option<u32>,
     pub resources: Resources,
     pub mounts: Vec<MountSpec>,
     pub devices: Vec<DeviceSpec>,

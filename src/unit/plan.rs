@@ -8,7 +8,7 @@ use crate::config::plugin::{is_root_user, valid_user_name};
 use crate::config::{PluginConfig, TaskUserConfig};
 use crate::properties::{self, PropertyPolicy, Section};
 use crate::task::spec::{Resources, TaskSpec};
-use crate::vocab::{DValue, Mode};
+use crate::vocab::{DValue, Mode, env_file_path};
 
 /// Working directory when the job names none.
 pub const DEFAULT_WORK_DIR: &str = "/local";
@@ -24,6 +24,10 @@ pub struct UnitPlan {
     pub properties: Vec<(String, DValue)>,
     /// Drop-in file text (unit mode).
     pub dropin: Option<String>,
+    /// The task's environment as an `EnvironmentFile=` (both modes), which the driver writes
+    /// root-only at [`env_file_path`] before the start: D-Bus properties and drop-ins are
+    /// world-readable, and the environment carries Nomad's secrets (`VAULT_TOKEN`, …).
+    pub env_file: String,
     /// Every setting in unit-file spelling, for people (`validate`, logs).
     pub settings: Vec<(String, String)>,
     /// What the planner dropped rather than refused (e.g. env names systemd cannot hold).
@@ -146,7 +150,7 @@ pub fn plan_on(
     if let Some(command) = &cfg.command {
         exec_start(&mut b, command, &cfg.args);
     }
-    environment(&mut b, task);
+    let env_file = environment(&mut b, task, &unit);
     let work_dir = match (&cfg.work_dir, mode) {
         (Some(d), _) => Some(d.clone()),
         (None, Mode::Transient) => Some(DEFAULT_WORK_DIR.to_string()),
@@ -191,6 +195,7 @@ pub fn plan_on(
         mode,
         properties,
         dropin,
+        env_file,
         settings,
         warnings: b.warnings,
     })
@@ -202,6 +207,28 @@ fn check_unit(b: &mut Builder, unit: &str, plugin: &PluginConfig) {
             "config.unit",
             format!(
                 "{unit:?} is not a service unit name (NAME.service or TEMPLATE@INSTANCE.service)"
+            ),
+        );
+        return;
+    }
+    if unit.contains('\\') || unit.contains("..") {
+        b.error(
+            "config.unit",
+            format!("{unit:?} refused: unit names may not contain escapes or \"..\""),
+        );
+        return;
+    }
+    if let Some((_, instance)) = unit
+        .strip_suffix(".service")
+        .and_then(|s| s.split_once('@'))
+        && !instance
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        b.error(
+            "config.unit",
+            format!(
+                "{unit:?} refused: an instance may hold only letters, digits, \"-\" and \"_\" (e.g. the alloc id)"
             ),
         );
         return;
@@ -251,14 +278,17 @@ fn exec_start(b: &mut Builder, command: &str, args: &[String]) {
     });
 }
 
-fn environment(b: &mut Builder, task: &TaskSpec) {
-    let mut pairs = Vec::with_capacity(task.env.len());
+/// The environment goes to a root-only file, never into a property or the drop-in; the unit
+/// names the file (`EnvironmentFile=`, read by systemd at exec time) and carries the task's
+/// identity as journal fields (`LogExtraFields=NOMAD_*`), which `list` reads back.
+fn environment(b: &mut Builder, task: &TaskSpec, unit: &str) -> String {
+    let mut text = String::new();
     let mut dropped = Vec::new();
     for (k, v) in &task.env {
         if v.contains('\0') {
             b.error(format!("env.{k}"), "value contains a NUL byte");
         } else if valid_env_name(k) {
-            pairs.push(format!("{k}={v}"));
+            text.push_str(&env_file_line(k, v));
         } else {
             // systemd refuses the whole environment block over one such name; Nomad makes them
             // from meta keys and the like, so they are left out rather than failing the task
@@ -271,8 +301,69 @@ fn environment(b: &mut Builder, task: &TaskSpec) {
             dropped.join(", ")
         ));
     }
-    let text = pairs.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
-    b.set("Environment", text, DValue::StrList(pairs));
+    let path = env_file_path(unit);
+    b.settings.push(Setting {
+        name: "EnvironmentFile".into(),
+        text: path.clone(),
+        dbus: vec![(
+            "EnvironmentFiles".into(),
+            DValue::Array {
+                sig: "(sb)".into(),
+                items: vec![DValue::Struct(vec![DValue::Str(path), DValue::Bool(false)])],
+            },
+        )],
+        section: Section::Service,
+    });
+    let fields: Vec<String> = [
+        ("NOMAD_ALLOC_ID", &task.alloc_id),
+        ("NOMAD_JOB_NAME", &task.job_name),
+        ("NOMAD_GROUP_NAME", &task.group),
+        ("NOMAD_TASK_NAME", &task.name),
+        ("NOMAD_NAMESPACE", &task.namespace),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty() && !has_control(v))
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect();
+    if !fields.is_empty() {
+        b.settings.push(Setting {
+            name: "LogExtraFields".into(),
+            text: fields
+                .iter()
+                .map(|f| quote(f))
+                .collect::<Vec<_>>()
+                .join(" "),
+            dbus: vec![(
+                "LogExtraFields".into(),
+                DValue::Array {
+                    sig: "ay".into(),
+                    items: fields
+                        .into_iter()
+                        .map(|f| DValue::Bytes(f.into_bytes()))
+                        .collect(),
+                },
+            )],
+            section: Section::Service,
+        });
+    }
+    text
+}
+
+/// `KEY="value"` as systemd's environment-file reader takes it back byte for byte: inside
+/// double quotes a backslash escapes `"`, `\`, `` ` `` and `$`, and a raw newline is part of
+/// the value.
+fn env_file_line(key: &str, value: &str) -> String {
+    let mut out = String::with_capacity(key.len() + value.len() + 4);
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | '`' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push_str("\"\n");
+    out
 }
 
 /// systemd's rule for environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -284,28 +375,70 @@ fn valid_env_name(k: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Who the task runs as. No user (and no `default_user`): a dynamic user named after the
+/// allocation, so every task and every restart of one allocation share one uid and can use
+/// each other's files in `/alloc`. A named user must be the operator's `default_user` or in
+/// `allowed_users`; root also needs `allow_root`. `Group=` is set explicitly to the user's
+/// primary group when the driver resolved it.
 fn identity(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, mode: Mode) {
-    let user = if !task.user.is_empty() {
-        task.user.as_str()
+    let (user, from_job) = if !task.user.is_empty() {
+        (task.user.as_str(), true)
     } else if mode == Mode::Unit {
         // an installed unit keeps its own identity unless the task names a user
         return;
     } else {
-        plugin.default_user.as_str()
+        (plugin.default_user.as_str(), false)
     };
     if user.is_empty() {
+        let name = dynamic_user_name(&task.alloc_id);
         b.set("DynamicUser", "yes", DValue::Bool(true));
+        b.set("User", name.clone(), DValue::Str(name));
         return;
     }
     if !valid_user_name(user) {
         b.error("user", format!("{user:?} is not a valid user name"));
-    } else if is_root_user(user) && !plugin.allow_root {
+        return;
+    }
+    if is_root_user(user) {
+        if !plugin.allow_root {
+            b.error(
+                "user",
+                format!("{user:?} refused: running tasks as root needs allow_root = true in the plugin config"),
+            );
+            return;
+        }
+    } else if from_job
+        && user != plugin.default_user
+        && !plugin.allowed_users.iter().any(|u| u == user)
+    {
         b.error(
             "user",
-            format!("{user:?} refused: running tasks as root needs allow_root = true in the plugin config"),
+            format!(
+                "{user:?} refused: not in the plugin's allowed_users {:?} (tasks without a user run as a dynamic user of their allocation)",
+                plugin.allowed_users
+            ),
         );
+        return;
+    }
+    b.set("User", user, DValue::Str(user.to_string()));
+    if let Some(gid) = task.user_gid {
+        b.set("Group", gid.to_string(), DValue::Str(gid.to_string()));
+    }
+}
+
+/// The dynamic user of an allocation: `nomad-` and the first 25 alphanumerics of its id
+/// (a valid systemd user name, at most 31 characters; 100 bits of a UUID keep it unique).
+pub fn dynamic_user_name(alloc_id: &str) -> String {
+    let id: String = alloc_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(25)
+        .collect();
+    if id.is_empty() {
+        "nomad-task".to_string()
     } else {
-        b.set("User", user, DValue::Str(user.to_string()));
+        format!("nomad-{id}")
     }
 }
 
@@ -637,17 +770,6 @@ fn render_dropin(task_id: &str, settings: &[Setting]) -> String {
         out.push_str(header);
         out.push('\n');
         for s in lines {
-            if s.name == "Environment" {
-                // one assignment per line keeps long environments readable
-                for (_, v) in &s.dbus {
-                    if let DValue::StrList(pairs) = v {
-                        for p in pairs {
-                            out.push_str(&format!("Environment={}\n", quote(p)));
-                        }
-                    }
-                }
-                continue;
-            }
             out.push_str(&format!("{}={}\n", s.name, s.text));
         }
     }
@@ -744,6 +866,7 @@ mod unit_mode_tests {
     fn plugin() -> PluginConfig {
         PluginConfig {
             allowed_units: vec!["web@*.service".into(), "idle.service".into()],
+            allowed_users: vec!["nobody".into()],
             ..PluginConfig::default()
         }
     }
@@ -818,14 +941,6 @@ mod unit_mode_tests {
         String::from_utf8(bytes).ok()
     }
 
-    fn env_of(text: &str) -> Vec<String> {
-        systemd_lines(text)
-            .iter()
-            .filter_map(|l| l.strip_prefix("Environment="))
-            .map(|v| systemd_env_word(v).unwrap_or_else(|| panic!("unreadable: {v:?}")))
-            .collect()
-    }
-
     fn directives(text: &str) -> Vec<String> {
         systemd_lines(text)
             .iter()
@@ -844,8 +959,10 @@ mod unit_mode_tests {
             "Slice=nomad_tasks.slice".into(),
             "Restart=no".into(),
             "RemainAfterExit=yes".into(),
-            format!("Environment=\"NOMAD_ALLOC_ID={ALLOC}\""),
-            "Environment=\"NOMAD_PORT_http=8080\"".into(),
+            format!("EnvironmentFile=/run/nomad-driver-systemd/env/web@{ALLOC}.service.env"),
+            format!(
+                "LogExtraFields=\"NOMAD_ALLOC_ID={ALLOC}\" \"NOMAD_JOB_NAME=shop\" \"NOMAD_GROUP_NAME=front\" \"NOMAD_TASK_NAME=web\""
+            ),
             format!(
                 "BindPaths=\"{alloc}/alloc\":\"/alloc\" \"{alloc}/web/local\":\"/local\" \"{alloc}/web/secrets\":\"/secrets\""
             ),
@@ -901,8 +1018,43 @@ mod unit_mode_tests {
         );
     }
 
+    /// systemd's environment-file reader, as its state machine treats a double-quoted value
+    /// (`parse_env_file_internal` in systemd's `env-file.c`): `KEY="value"` per line, where a
+    /// backslash before `"`, `\\`, `` ` `` or `$` yields that character, before a newline
+    /// joins lines, and before anything else stays; a raw newline is part of the value.
+    fn read_env_file(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once("=\"").expect("KEY=\"");
+            assert!(!key.contains(['\n', '"']), "{key:?}");
+            let mut value = String::new();
+            let mut it = after.char_indices();
+            let end = loop {
+                let (i, c) = it.next().expect("closing quote");
+                match c {
+                    '"' => break i,
+                    '\\' => match it.next().expect("escaped char").1 {
+                        e @ ('"' | '\\' | '`' | '$') => value.push(e),
+                        '\n' => {}
+                        e => {
+                            value.push('\\');
+                            value.push(e);
+                        }
+                    },
+                    c => value.push(c),
+                }
+            };
+            out.push(format!("{key}={value}"));
+            rest = after[end + 1..]
+                .strip_prefix('\n')
+                .expect("one assignment per line");
+        }
+        out
+    }
+
     #[test]
-    fn env_values_cannot_start_a_line() {
+    fn environment_goes_to_a_root_only_file_byte_for_byte() {
         let values = [
             "plain",
             "two\nlines",
@@ -930,45 +1082,40 @@ mod unit_mode_tests {
             .enumerate()
             .map(|(i, v)| (format!("V{i:02}"), v.to_string()))
             .collect();
-        let text = dropin(&task, &unit_cfg());
-        // every raw line is a section header, a comment or a known directive
-        for raw in text.split('\n').filter(|l| !l.is_empty()) {
-            assert!(
-                raw.starts_with('#')
-                    || raw.starts_with('[')
-                    || raw.starts_with("Environment=\"")
-                    || directives(raw).len() == 1,
-                "{raw:?}"
-            );
-            assert!(!raw.contains(['\r', '\0', '\u{85}']), "{raw:?}");
-        }
-        let env = env_of(&text);
+        let p = plan(&task, &unit_cfg(), &plugin()).expect("plan");
         let want: Vec<String> = values
             .iter()
             .enumerate()
             .map(|(i, v)| format!("V{i:02}={v}"))
             .collect();
-        assert_eq!(env, want, "{text}");
-        assert_eq!(
-            directives(&text)
-                .iter()
-                .filter(|n| *n == "Environment")
-                .count(),
-            values.len()
-        );
+        assert_eq!(read_env_file(&p.env_file), want, "{}", p.env_file);
+        // the drop-in (world-readable) names the file and holds no value
+        let text = p.dropin.unwrap();
         assert!(
-            !directives(&text)
-                .iter()
-                .any(|n| n == "ExecStartPre" || n == "User")
-        );
-        assert_eq!(
-            systemd_lines(&text)
-                .iter()
-                .filter(|l| l.starts_with('['))
-                .count(),
-            1,
+            systemd_lines(&text).contains(&format!(
+                "EnvironmentFile=/run/nomad-driver-systemd/env/web@{ALLOC}.service.env"
+            )),
             "{text}"
         );
+        assert!(
+            !directives(&text).iter().any(|n| n == "Environment"),
+            "{text}"
+        );
+        for v in values.iter().filter(|v| v.len() > 3) {
+            assert!(!text.contains(*v), "{v:?} leaked into\n{text}");
+        }
+        // nor does any D-Bus property of a transient unit
+        let transient = TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        };
+        let p = plan(&task, &transient, &plugin()).expect("plan");
+        assert!(!p.properties.iter().any(|(n, _)| n == "Environment"));
+        let shown = format!("{:?}", p.properties);
+        for v in values.iter().filter(|v| v.len() > 3) {
+            assert!(!shown.contains(*v), "{v:?} in a property");
+        }
+        assert_eq!(read_env_file(&p.env_file), want);
     }
 
     #[test]
@@ -1164,6 +1311,22 @@ mod unit_mode_tests {
                 "{bad:?}: {errs:?}"
             );
         }
+        // instances are strict: no escapes, no "..", nothing a template's %I could turn into
+        // a path
+        for bad in [
+            "web@..\\x2f..\\x2fetc.service",
+            "web@a\\x2db.service",
+            "web@a..b.service",
+            "web@a.b.service",
+            "web@a:b.service",
+        ] {
+            let errs = errors(&spec(), &cfg(bad), &plugin());
+            assert_eq!(errs.len(), 1, "{bad:?}: {errs:?}");
+            assert!(
+                errs[0].starts_with("config.unit: ") && errs[0].contains("refused"),
+                "{bad:?}: {errs:?}"
+            );
+        }
         assert_eq!(
             errors(&spec(), &cfg("db@x.service"), &plugin()),
             [
@@ -1176,7 +1339,7 @@ mod unit_mode_tests {
                 "config.unit: \"web@x.service\" refused: unit mode is off because the plugin's allowed_units is empty"
             ]
         );
-        for ok in ["web@x.service", "web@a.b.service", "idle.service"] {
+        for ok in ["web@x.service", "web@a_b-c.service", "idle.service"] {
             let p = plan(&spec(), &cfg(ok), &plugin()).expect(ok);
             assert_eq!(p.unit, ok);
             assert_eq!(p.mode, Mode::Unit);
@@ -1336,8 +1499,8 @@ mod resource_tests {
             ..TaskUserConfig::default()
         };
         let p = plan(&t, &cfg, &PluginConfig::default()).unwrap();
-        let env = get(&p.settings, "Environment").unwrap();
-        assert!(env.contains("GOOD_1=x"), "{env}");
+        let env = &p.env_file;
+        assert!(env.contains("GOOD_1=\"x\""), "{env}");
         assert!(!env.contains("my.key") && !env.contains("1BAD"), "{env}");
         assert_eq!(p.warnings.len(), 1);
         assert!(p.warnings[0].contains("NOMAD_META_my.key") && p.warnings[0].contains("1BAD"));
@@ -1485,5 +1648,98 @@ mod device_tests {
                 "devices[3].host_path: \"/var/lib/x\" is not a character or block device node",
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    //! Who a task runs as: the allocation's dynamic user, or a user the operator allowed.
+    use super::*;
+
+    fn task(alloc: &str, name: &str, user: &str) -> TaskSpec {
+        TaskSpec {
+            id: format!("{alloc}/{name}/0a1b2c3d"),
+            name: name.into(),
+            alloc_id: alloc.into(),
+            alloc_dir: format!("/var/lib/nomad/alloc/{alloc}"),
+            user: user.into(),
+            ..TaskSpec::default()
+        }
+    }
+
+    fn cmd() -> TaskUserConfig {
+        TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        }
+    }
+
+    fn setting(p: &UnitPlan, name: &str) -> Option<String> {
+        p.settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn one_dynamic_user_per_allocation() {
+        let alloc = "8f3c2d1e-1111-2222-3333-444455556666";
+        let web = plan(&task(alloc, "web", ""), &cmd(), &PluginConfig::default()).unwrap();
+        let side = plan(
+            &task(alloc, "sidecar", ""),
+            &cmd(),
+            &PluginConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(setting(&web, "DynamicUser").as_deref(), Some("yes"));
+        let user = setting(&web, "User").expect("a named dynamic user");
+        assert_eq!(user, "nomad-8f3c2d1e11112222333344445");
+        assert!(user.len() <= 31, "systemd user names are at most 31 bytes");
+        assert_eq!(
+            setting(&side, "User"),
+            Some(user.clone()),
+            "same alloc, same user"
+        );
+        let other = plan(
+            &task("9f3c2d1e-1111-2222-3333-444455556666", "web", ""),
+            &cmd(),
+            &PluginConfig::default(),
+        )
+        .unwrap();
+        assert_ne!(setting(&other, "User"), Some(user));
+    }
+
+    #[test]
+    fn named_users_only_from_the_allow_list() {
+        let t = task("a", "web", "www-data");
+        let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].key, "user");
+        assert!(
+            err.0[0]
+                .message
+                .contains("not in the plugin's allowed_users"),
+            "{err}"
+        );
+        let allowed = PluginConfig {
+            allowed_users: vec!["www-data".into()],
+            ..PluginConfig::default()
+        };
+        let mut t = t;
+        t.user_gid = Some(33);
+        let p = plan(&t, &cmd(), &allowed).unwrap();
+        assert_eq!(setting(&p, "User").as_deref(), Some("www-data"));
+        assert_eq!(setting(&p, "Group").as_deref(), Some("33"));
+        assert_eq!(setting(&p, "DynamicUser"), None);
+        // the operator's default_user is allowed without listing it
+        let default = PluginConfig {
+            default_user: "nobody".into(),
+            ..PluginConfig::default()
+        };
+        let p = plan(&task("a", "web", "nobody"), &cmd(), &default).unwrap();
+        assert_eq!(setting(&p, "User").as_deref(), Some("nobody"));
+        // root needs allow_root, whatever the list says
+        let err = plan(&task("a", "web", "root"), &cmd(), &allowed).unwrap_err();
+        assert!(err.0[0].message.contains("allow_root"), "{err}");
     }
 }

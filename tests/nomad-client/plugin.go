@@ -87,9 +87,25 @@ type Launch struct {
 	Log    *syncBuf
 }
 
+// allLogs keeps every launch's log, to show the plugin's warnings and errors when a scenario
+// failed.
+var allLogs []*syncBuf
+
 func newLogger(name string, verbose bool) (hclog.Logger, *syncBuf) {
 	buf := &syncBuf{tee: verbose}
+	allLogs = append(allLogs, buf)
 	return hclog.New(&hclog.LoggerOptions{Name: name, Output: buf, Level: hclog.Trace}), buf
+}
+
+// dumpProblems writes every WARN/ERROR line of every launch's log to stderr.
+func dumpProblems() {
+	for _, b := range allLogs {
+		for _, line := range strings.Split(b.String(), "\n") {
+			if strings.Contains(line, "[WARN]") || strings.Contains(line, "[ERROR]") {
+				fmt.Fprintln(os.Stderr, line)
+			}
+		}
+	}
 }
 
 func dispense(c *plugin.Client, log *syncBuf) (*Launch, error) {

@@ -24,9 +24,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-version"
-	"github.com/hashicorp/hcl/v2"
+	hcl1 "github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/v2/hcldec"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -356,28 +355,37 @@ func launchFingerprint() (string, error) {
 	return note, nil
 }
 
-// pluginBlockConfig reads `plugin "nomad-driver-systemd" { config { ... } }` from the agent
-// config. Nomad parses agent files with HCL1, whose generic decoding gives the same map as
-// below for this shape (attributes of strings/lists; nested blocks as lists of maps).
+// agentFile is the part of an agent config file the loader needs, decoded with HCL1 as the
+// agent does (nomad command/agent/config_parse.go ParseConfigFile: hcl.Decode into Config, whose
+// Plugins []*PluginConfig carry Name `hcl:",key"`, Args and Config map[string]any;
+// nomad/structs/config/plugins.go).
+type agentFile struct {
+	Plugins []*agentPlugin `hcl:"plugin"`
+}
+
+type agentPlugin struct {
+	Name   string         `hcl:",key"`
+	Args   []string       `hcl:"args"`
+	Config map[string]any `hcl:"config"`
+}
+
+// pluginBlockConfig reads `plugin "nomad-driver-systemd" { config { ... } }` from an agent
+// config file; a block without config {} gives the empty map the loader decodes for defaults.
 func pluginBlockConfig(path string) (map[string]any, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	f, d := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-	if d.HasErrors() {
-		return nil, d
+	var f agentFile
+	if err := hcl1.Decode(&f, string(src)); err != nil {
+		return nil, err
 	}
-	for _, p := range blocksOf(f.Body.(*hclsyntax.Body), "plugin") {
-		if len(p.Labels) == 1 && p.Labels[0] == "nomad-driver-systemd" {
-			for _, c := range blocksOf(p.Body, "config") {
-				m, d := bodyAsMap(c.Body)
-				if d.HasErrors() {
-					return nil, d
-				}
-				return m, nil
+	for _, p := range f.Plugins {
+		if p.Name == "nomad-driver-systemd" {
+			if p.Config == nil {
+				return map[string]any{}, nil
 			}
-			return map[string]any{}, nil
+			return p.Config, nil
 		}
 	}
 	return nil, errors.New(`no plugin "nomad-driver-systemd" block`)
@@ -408,19 +416,15 @@ func pluginConfigScenario() (string, error) {
 	if agent.defaultConfig, err = msgpackOf(empty); err != nil {
 		return "", err
 	}
-	// examples/config.toml: its non-comment lines are `key = value` with HCL-compatible
-	// values, so they decode through the same schema and must give the same value.
+	// examples/config.toml: its non-comment lines are `key = value` with values HCL1 reads the
+	// same way, so they decode through the same schema and must give the same value.
 	src, err := os.ReadFile(repoPath("examples/config.toml"))
 	if err != nil {
 		return "", err
 	}
-	tf, d := hclsyntax.ParseConfig(src, "config.toml", hcl.InitialPos)
-	if d.HasErrors() {
-		return "", fmt.Errorf("config.toml is not in the simple key = value form: %v", d)
-	}
-	tm, d := bodyAsMap(tf.Body.(*hclsyntax.Body))
-	if d.HasErrors() {
-		return "", d
+	var tm map[string]any
+	if err := hcl1.Decode(&tm, string(src)); err != nil {
+		return "", fmt.Errorf("config.toml is not in the simple key = value form: %v", err)
 	}
 	tval, err := decodeConfigMap(tm, agent.configSpec, nil)
 	if err != nil {

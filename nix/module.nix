@@ -109,7 +109,12 @@ in
           default_user = mkOption {
             type = types.str;
             default = "";
-            description = "User of tasks whose job sets no `user`. Empty: `DynamicUser=yes`, a fresh unprivileged uid per task.";
+            description = "User of tasks whose job sets no `user`. Empty: `DynamicUser=yes` with one user per allocation, so all tasks and restarts of an allocation share one unprivileged uid.";
+          };
+          allowed_users = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            description = "Host users a job may name in `user` (the task then gets `User=` and its primary group as `Group=`). Empty: jobs may name no host user; `root` is governed by `allow_root` alone.";
           };
           allow_root = mkOption {
             type = types.bool;

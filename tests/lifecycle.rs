@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::nomad::{Alloc, JobConfig};
-use common::session::Session;
+use common::session::{Session, plugin_config};
 use common::systemd::require;
 use nomad_driver_systemd::proto::drivers::{
     InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, TaskHandle, TaskState,
@@ -316,32 +316,67 @@ async fn recovering_a_vanished_unit_is_an_error() {
 
 #[tokio::test]
 async fn users_dynamic_named_and_root_refused() {
-    let Some(s) = session().await else { return };
+    if !require() {
+        return;
+    }
+    let s = Session::new(plugin_config(&[(
+        "allowed_users",
+        rmpv::Value::Array(vec!["daemon".into()]),
+    )]))
+    .await;
     let alloc = Alloc::new("who");
-    // no user: a fresh dynamic uid, never root
-    let task = alloc.task_config(1, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid"));
-    s.start(task.clone()).await.unwrap();
-    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
-    let uid: u32 = std::fs::read_to_string(alloc.dir.join("who/local/uid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        uid >= 61184,
-        "dynamic users live in 61184..65519, got {uid}"
+    // no user: the allocation's dynamic user, never root; a restart (and any other task of the
+    // allocation) gets the same uid and can keep writing the files the first run left
+    let mut uids = Vec::new();
+    for n in 1..=2 {
+        let script = format!("id -u > $NOMAD_TASK_DIR/uid{n}; echo run{n} >> /alloc/data/shared");
+        let task = alloc.task_config(n, &JobConfig::sh(&script));
+        s.start(task.clone()).await.unwrap();
+        assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+        let uid: u32 = std::fs::read_to_string(alloc.dir.join(format!("who/local/uid{n}")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            (61184..65520).contains(&uid),
+            "dynamic users live in 61184..65519, got {uid}"
+        );
+        uids.push(uid);
+        s.destroy(&task.id).await;
+    }
+    assert_eq!(uids[0], uids[1], "one uid per allocation");
+    assert_eq!(
+        std::fs::read_to_string(alloc.dir.join("alloc/data/shared")).unwrap(),
+        "run1\nrun2\n",
+        "the restart wrote to the file its first run created"
     );
-    s.destroy(&task.id).await;
-    // a named user
-    let mut task = alloc.task_config(2, &JobConfig::sh("id -u > $NOMAD_TASK_DIR/uid2"));
+    // a named user outside allowed_users is refused by key, and nothing is left
+    let mut task = alloc.task_config(3, &JobConfig::sh("true"));
     task.user = "nobody".into();
+    let err = s.start(task).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("user:") && err.message().contains("allowed_users"),
+        "{}",
+        err.message()
+    );
+    assert!(s.sd.nomad_units().is_empty());
+    // an allowed one runs with its own uid and its primary group set explicitly
+    let mut task = alloc.task_config(
+        4,
+        &JobConfig::sh("id -u > $NOMAD_TASK_DIR/u; id -g >> $NOMAD_TASK_DIR/u"),
+    );
+    task.user = "daemon".into();
     s.start(task.clone()).await.unwrap();
     assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
-    let uid = std::fs::read_to_string(alloc.dir.join("who/local/uid2")).unwrap();
-    assert_eq!(uid.trim(), "65534");
+    let ids = std::fs::read_to_string(alloc.dir.join("who/local/u")).unwrap();
+    assert_eq!(ids, "1\n1\n", "daemon is 1:1 on Debian");
+    let unit = s.sd.nomad_units().pop().unwrap();
+    assert_eq!(s.sd.show(&unit, "Group"), "1");
     s.destroy(&task.id).await;
     // root without allow_root
-    let mut task = alloc.task_config(3, &JobConfig::sh("true"));
+    let mut task = alloc.task_config(5, &JobConfig::sh("true"));
     task.user = "root".into();
     let err = s.start(task).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -400,5 +435,78 @@ async fn a_bus_restart_is_not_a_task_exit() {
         "the bus never went away: {log}"
     );
     s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+/// Nomad puts secrets (VAULT_TOKEN, NOMAD_TOKEN, template env) into the task environment:
+/// the task gets them, nobody else does. An unprivileged local user reads neither D-Bus
+/// properties nor the environment file; the file goes with the task.
+#[tokio::test]
+async fn secrets_stay_secret() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("secret");
+    let secret = "s.9f8e7d6c5b4a-vault-token $HOME \"q\" `x`\nline2";
+    let mut task = alloc.task_config(
+        1,
+        &JobConfig::sh("printf %s \"$VAULT_TOKEN\" > $NOMAD_TASK_DIR/seen; exec sleep 300"),
+    );
+    task.env.insert("VAULT_TOKEN".into(), secret.into());
+    s.start(task.clone()).await.unwrap();
+    let seen = alloc.dir.join("secret/local/seen");
+    let end = std::time::Instant::now() + SECS;
+    while !seen.exists() && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        secret,
+        "the task gets its environment byte for byte"
+    );
+    let unit = s.sd.nomad_units().pop().unwrap();
+    let env_file = format!("/run/nomad-driver-systemd/env/{unit}.env");
+    let as_nobody = |cmd: &[&str]| {
+        let mut argv = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ];
+        argv.extend_from_slice(cmd);
+        s.sd.exec(&argv)
+    };
+    let shown = as_nobody(&["systemctl", "show", &unit]);
+    assert!(shown.contains("EnvironmentFiles="), "{shown}");
+    assert!(
+        shown.contains("NOMAD_ALLOC_ID="),
+        "identity is public: {shown}"
+    );
+    assert!(!shown.contains("vault-token"), "secret in systemctl show");
+    let busctl = as_nobody(&[
+        "busctl",
+        "get-property",
+        "org.freedesktop.systemd1",
+        &nomad_driver_systemd::systemd::unit_object_path(&unit),
+        "org.freedesktop.systemd1.Service",
+        "Environment",
+    ]);
+    assert!(!busctl.contains("vault-token"), "{busctl}");
+    assert!(
+        as_nobody(&["cat", &env_file]).is_empty(),
+        "nobody reads the file"
+    );
+    let mode = s.sd.exec(&["stat", "-c", "%a %U", &env_file]);
+    assert_eq!(mode.trim(), "600 root");
+    let dir =
+        s.sd.exec(&["stat", "-c", "%a %U", "/run/nomad-driver-systemd/env"]);
+    assert_eq!(dir.trim(), "700 root");
+    s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+    s.destroy(&task.id).await;
+    assert!(
+        s.sd.exec(&["ls", "/run/nomad-driver-systemd/env"])
+            .trim()
+            .is_empty(),
+        "the environment file goes with the task"
+    );
     s.finish().await;
 }

@@ -335,25 +335,25 @@ fn every_plugin_key_has_a_typed_documented_option_and_no_option_lacks_a_key() {
         problems.join("\n  ")
     );
 
-    // Seeded: a key added in Rust without its option (as allowed_users will be) is named …
+    // Seeded: a key added in Rust without its option is named …
     let mut added = schema.clone();
     added["plugin"]
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({
-            "key": "allowed_users", "type": "list(string)", "required": false, "default": "[]"
+            "key": "seeded_key", "type": "list(string)", "required": false, "default": "[]"
         }));
     let problems = schema_mismatches(&added, options);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("`allowed_users`"), "{problems:?}");
+    assert!(problems[0].contains("`seeded_key`"), "{problems:?}");
     // … and so is an option the plugin does not have, a wrong type and a wrong default.
     let mut opts = options.clone();
-    opts["sandbox"] = serde_json::json!({"type": "bool", "description": "x", "hasDefault": true, "default": false});
+    opts["seeded_option"] = serde_json::json!({"type": "bool", "description": "x", "hasDefault": true, "default": false});
     opts["allow_root"]["type"] = "str".into();
     opts["slice"]["default"] = "nomad.slice".into();
     let problems = schema_mismatches(&schema, &opts).join("\n");
     for want in [
-        "settings.sandbox",
+        "settings.seeded_option",
         "option `allow_root` is str",
         "`slice` defaults to",
     ] {

@@ -65,7 +65,13 @@ fn run(what: &str, cmd: &mut Command) -> String {
 
 fn release_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NDS_CONFORMANCE_BINARY") {
-        return PathBuf::from(p);
+        // absolute: entering the namespace's mount namespace moves the working directory to /
+        return std::fs::canonicalize(&p).unwrap_or_else(|e| {
+            panic!(
+                "NDS_CONFORMANCE_BINARY {}: {e}",
+                PathBuf::from(&p).display()
+            )
+        });
     }
     // Under `cargo test --release` the binary cargo built for this test is the release one (and
     // a nested release build would wait forever on the lock this run holds).

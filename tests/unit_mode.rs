@@ -191,8 +191,7 @@ async fn a_template_instance_serves_with_nomads_env_and_is_cleaned_up() {
     let text = std::fs::read_to_string(&path).expect("drop-in exists");
     println!("drop-in {}:\n{text}", path.display());
     for want in [
-        format!("Environment=\"NOMAD_PORT_http={port}\""),
-        format!("Environment=\"NOMAD_ALLOC_ID={}\"", alloc.id),
+        format!("EnvironmentFile=/run/nomad-driver-systemd/env/{unit}.env"),
         format!("StandardOutput=file:{}", alloc.stdout.path.display()),
         "Restart=no".into(),
         "RemainAfterExit=yes".into(),
@@ -201,6 +200,23 @@ async fn a_template_instance_serves_with_nomads_env_and_is_cleaned_up() {
     ] {
         assert!(text.lines().any(|l| l == want), "{want:?} in\n{text}");
     }
+    // the drop-in is world-readable: it holds no value of the environment
+    assert!(
+        !text.contains("ExecStartPre") && !text.contains("PERCENT"),
+        "{text}"
+    );
+    let unprivileged = s.sd.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "cat",
+        &format!("/run/nomad-driver-systemd/env/{unit}.env"),
+        &format!("/run/systemd/system/{unit}.d/{DROPIN_FILE}"),
+    ]);
+    assert!(unprivileged.contains("EnvironmentFile="), "{unprivileged}");
+    assert!(!unprivileged.contains("NOMAD_PORT_http"), "{unprivileged}");
     assert_eq!(
         s.sd.show(&unit, "DropInPaths"),
         format!("/run/systemd/system/{unit}.d/{DROPIN_FILE}")

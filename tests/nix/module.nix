@@ -68,6 +68,7 @@ let
     slice = "nomad_tasks.slice";
     allowed_units = [ ];
     default_user = "";
+    allowed_users = [ ];
     allow_root = false;
   };
 
@@ -84,6 +85,7 @@ let
     ];
     denied_properties = [ "PrivateNetwork" ];
     default_user = "nomad-task";
+    allowed_users = [ "www-data" ];
     allow_root = true;
   };
 

@@ -24,9 +24,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-version"
-	"github.com/hashicorp/hcl/v2"
+	hcl1 "github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/v2/hcldec"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -172,6 +171,8 @@ func main() {
 	scenario("plugin config: examples/agent.hcl (and the same settings in examples/config.toml) decodes through ConfigSchema", pluginConfigScenario)
 	scenario("loader launch 2 (validation): SetConfig twice without nomad_config (and once with only the defaults), Kill is graceful", launchValidate)
 
+	scenario("plugin config refused naming the key: unknown key by Nomad's decode, bad slice by SetConfig", badPluginConfigs)
+
 	var long *Launch
 	var events *eventLog
 	scenario("driver manager launch 3: SetConfig with nomad_config, Init, Fingerprint HEALTHY, TaskEvents, TaskConfigSchema converts, Capabilities", func() (string, error) {
@@ -214,6 +215,8 @@ func main() {
 			return refuseInvalid(long, file)
 		})
 	}
+
+	scenario("agent restart: Driver/Shutdown, Kill, the task keeps running; a new plugin (SetConfig, Init) recovers it, stops and destroys it", agentRestartScenario)
 
 	scenario("agent crash: reattach to the running plugin (no handshake), PluginInfo, Init, RecoverTask, stop the task, Kill is graceful", func() (string, error) {
 		if long == nil {
@@ -352,28 +355,37 @@ func launchFingerprint() (string, error) {
 	return note, nil
 }
 
-// pluginBlockConfig reads `plugin "nomad-driver-systemd" { config { ... } }` from the agent
-// config. Nomad parses agent files with HCL1, whose generic decoding gives the same map as
-// below for this shape (attributes of strings/lists; nested blocks as lists of maps).
+// agentFile is the part of an agent config file the loader needs, decoded with HCL1 as the
+// agent does (nomad command/agent/config_parse.go ParseConfigFile: hcl.Decode into Config, whose
+// Plugins []*PluginConfig carry Name `hcl:",key"`, Args and Config map[string]any;
+// nomad/structs/config/plugins.go).
+type agentFile struct {
+	Plugins []*agentPlugin `hcl:"plugin"`
+}
+
+type agentPlugin struct {
+	Name   string         `hcl:",key"`
+	Args   []string       `hcl:"args"`
+	Config map[string]any `hcl:"config"`
+}
+
+// pluginBlockConfig reads `plugin "nomad-driver-systemd" { config { ... } }` from an agent
+// config file; a block without config {} gives the empty map the loader decodes for defaults.
 func pluginBlockConfig(path string) (map[string]any, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	f, d := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-	if d.HasErrors() {
-		return nil, d
+	var f agentFile
+	if err := hcl1.Decode(&f, string(src)); err != nil {
+		return nil, err
 	}
-	for _, p := range blocksOf(f.Body.(*hclsyntax.Body), "plugin") {
-		if len(p.Labels) == 1 && p.Labels[0] == "nomad-driver-systemd" {
-			for _, c := range blocksOf(p.Body, "config") {
-				m, d := bodyAsMap(c.Body)
-				if d.HasErrors() {
-					return nil, d
-				}
-				return m, nil
+	for _, p := range f.Plugins {
+		if p.Name == "nomad-driver-systemd" {
+			if p.Config == nil {
+				return map[string]any{}, nil
 			}
-			return map[string]any{}, nil
+			return p.Config, nil
 		}
 	}
 	return nil, errors.New(`no plugin "nomad-driver-systemd" block`)
@@ -404,19 +416,15 @@ func pluginConfigScenario() (string, error) {
 	if agent.defaultConfig, err = msgpackOf(empty); err != nil {
 		return "", err
 	}
-	// examples/config.toml: its non-comment lines are `key = value` with HCL-compatible
-	// values, so they decode through the same schema and must give the same value.
+	// examples/config.toml: its non-comment lines are `key = value` with values HCL1 reads the
+	// same way, so they decode through the same schema and must give the same value.
 	src, err := os.ReadFile(repoPath("examples/config.toml"))
 	if err != nil {
 		return "", err
 	}
-	tf, d := hclsyntax.ParseConfig(src, "config.toml", hcl.InitialPos)
-	if d.HasErrors() {
-		return "", fmt.Errorf("config.toml is not in the simple key = value form: %v", d)
-	}
-	tm, d := bodyAsMap(tf.Body.(*hclsyntax.Body))
-	if d.HasErrors() {
-		return "", d
+	var tm map[string]any
+	if err := hcl1.Decode(&tm, string(src)); err != nil {
+		return "", fmt.Errorf("config.toml is not in the simple key = value form: %v", err)
 	}
 	tval, err := decodeConfigMap(tm, agent.configSpec, nil)
 	if err != nil {
@@ -1105,4 +1113,161 @@ func reattachScenario(l *Launch, events *eventLog) (string, error) {
 		return "", errors.New(strings.Join(errs, "; "))
 	}
 	return fmt.Sprintf("pid %d", rc.Pid), nil
+}
+
+func badPluginConfigs() (string, error) {
+	if agent.configSpec == nil {
+		return "", errors.New("no converted ConfigSchema (launch 1 failed)")
+	}
+	// a typo never reaches the plugin: the agent's own decode refuses it
+	_, derr := decodeConfigMap(map[string]any{"enabeld": true}, agent.configSpec, nil)
+	if derr == nil || !strings.Contains(derr.Error(), `"enabeld"`) {
+		return "", fmt.Errorf("unknown key: %v", derr)
+	}
+	// a well-typed but invalid value is the plugin's to refuse, at SetConfig (agent start fails)
+	val, err := decodeConfigMap(map[string]any{"slice": "nomad.slice"}, agent.configSpec, nil)
+	if err != nil {
+		return "", fmt.Errorf("slice decode: %v", err)
+	}
+	b, err := msgpackOf(val)
+	if err != nil {
+		return "", err
+	}
+	l, err := LaunchPlugin(*flagBinary, "loader", *flagVerbose)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := ctxT(10 * time.Second)
+	defer cancel()
+	_, serr := l.Stubs.Base.SetConfig(ctx, &base.SetConfigRequest{MsgpackConfig: b, PluginApiVersion: agent.apiVersion})
+	kerr := l.Kill()
+	if serr == nil || !strings.Contains(status.Convert(serr).Message(), "slice") {
+		return "", fmt.Errorf("SetConfig with slice = \"nomad.slice\": %v", serr)
+	}
+	if kerr != nil {
+		return "", kerr
+	}
+	return "decode: " + derr.Error() + "; SetConfig: " + status.Convert(serr).Message(), nil
+}
+
+// launchDriver is a bare launch #3: SetConfig with nomad_config and Init.
+func launchDriver(name string) (*Launch, error) {
+	l, err := LaunchPlugin(*flagBinary, name, *flagVerbose)
+	if err != nil {
+		return nil, err
+	}
+	if err := setConfig(l, true); err != nil {
+		l.Kill()
+		return nil, fmt.Errorf("SetConfig: %v", err)
+	}
+	ctx, cancel := ctxT(30 * time.Second)
+	defer cancel()
+	if _, err := l.Stubs.Driver.Init(ctx, &drivers.InitRequest{}); err != nil && status.Code(err) != codes.Unimplemented {
+		l.Kill()
+		return nil, fmt.Errorf("Init: %v", err)
+	}
+	return l, nil
+}
+
+func unitActive(allocID string) bool {
+	for _, u := range unitsOf(allocID) {
+		if strings.TrimSpace(systemctl("is-active", u)) == "active" {
+			return true
+		}
+	}
+	return false
+}
+
+// agentRestartScenario: the agent's graceful shutdown (client/pluginmanager/drivermanager,
+// instance.go: Driver/Shutdown with a 2 s deadline, then go-plugin Kill) must leave the task
+// running; the next agent launches a new plugin and restores the task with RecoverTask from
+// the persisted handle, whose msgpack_driver_config is empty (spec §6.3, §6.4).
+func agentRestartScenario() (string, error) {
+	if agent.taskSpec == nil {
+		return "", errors.New("no converted TaskConfigSchema (launch 3 failed)")
+	}
+	jobs, err := ParseJob(repoPath("examples/jobs/hello.nomad.hcl"))
+	if err != nil || len(jobs) == 0 {
+		return "", fmt.Errorf("hello job: %v", err)
+	}
+	p, err := prepare(jobs[0], 3)
+	if err != nil {
+		return "", err
+	}
+	defer p.alloc.Cleanup()
+	l, err := launchDriver("driver_mgr")
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := ctxT(60 * time.Second)
+	defer cancel()
+	resp, err := l.Stubs.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: p.cfg})
+	if err != nil {
+		l.Kill()
+		return "", fmt.Errorf("StartTask: %v", err)
+	}
+	if !p.alloc.Stdout.WaitFor("hello from systemd", 15*time.Second) {
+		l.Kill()
+		return "", errors.New("no hello")
+	}
+	var errs []string
+	sctx, scancel := ctxT(2 * time.Second)
+	if _, err := l.Stubs.Driver.Shutdown(sctx, &drivers.ShutdownRequest{}); err != nil && status.Code(err) != codes.Unimplemented {
+		errs = append(errs, "Driver/Shutdown: "+err.Error())
+	}
+	scancel()
+	if err := l.Kill(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !unitActive(p.alloc.ID) {
+		errs = append(errs, fmt.Sprintf("the task's unit is not active after the plugin stopped: %v", unitsOf(p.alloc.ID)))
+	}
+	n, err := launchDriver("driver_mgr.restarted")
+	if err != nil {
+		return "", fmt.Errorf("%s; new plugin: %v", strings.Join(errs, "; "), err)
+	}
+	d := n.Stubs.Driver
+	handle := resp.Handle
+	handle.Config.MsgpackDriverConfig = nil
+	if _, err := d.RecoverTask(ctx, &drivers.RecoverTaskRequest{TaskId: p.cfg.Id, Handle: handle}); err != nil {
+		errs = append(errs, "RecoverTask: "+err.Error())
+	}
+	if in, err := d.InspectTask(ctx, &drivers.InspectTaskRequest{TaskId: p.cfg.Id}); err != nil {
+		errs = append(errs, "InspectTask: "+err.Error())
+	} else if in.Task == nil || in.Task.State != drivers.TaskState_RUNNING {
+		errs = append(errs, fmt.Sprintf("recovered task not running: %v", in.Task))
+	}
+	waited := make(chan *drivers.WaitTaskResponse, 1)
+	go func() {
+		w, err := d.WaitTask(context.Background(), &drivers.WaitTaskRequest{TaskId: p.cfg.Id})
+		if err != nil {
+			w = &drivers.WaitTaskResponse{Err: "rpc: " + err.Error()}
+		}
+		waited <- w
+	}()
+	if _, err := d.StopTask(ctx, &drivers.StopTaskRequest{TaskId: p.cfg.Id, Timeout: durationpb.New(5 * time.Second), Signal: "SIGINT"}); err != nil {
+		errs = append(errs, "StopTask: "+err.Error())
+	}
+	select {
+	case w := <-waited:
+		if w.Err != "" || w.Result == nil {
+			errs = append(errs, fmt.Sprintf("WaitTask: %v", w))
+		}
+	case <-time.After(15 * time.Second):
+		errs = append(errs, "WaitTask did not return after StopTask")
+	}
+	if _, err := d.DestroyTask(ctx, &drivers.DestroyTaskRequest{TaskId: p.cfg.Id, Force: true}); err != nil {
+		errs = append(errs, "DestroyTask: "+err.Error())
+	}
+	if err := waitGone(p.alloc.ID); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if err := n.Kill(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return "", errors.New(strings.Join(errs, "; "))
+	}
+	return "", nil
 }

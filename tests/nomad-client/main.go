@@ -1181,7 +1181,8 @@ func unitActive(allocID string) bool {
 // agentRestartScenario: the agent's graceful shutdown (client/pluginmanager/drivermanager,
 // instance.go: Driver/Shutdown with a 2 s deadline, then go-plugin Kill) must leave the task
 // running; the next agent launches a new plugin and restores the task with RecoverTask from
-// the persisted handle, whose msgpack_driver_config is empty (spec §6.3, §6.4).
+// the persisted handle, whose msgpack_driver_config is empty (docs/nomad-contract.md,
+// "What survives an agent restart").
 func agentRestartScenario() (string, error) {
 	if agent.taskSpec == nil {
 		return "", errors.New("no converted TaskConfigSchema (launch 3 failed)")

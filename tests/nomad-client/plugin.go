@@ -108,13 +108,13 @@ func dumpProblems() {
 	}
 }
 
-func dispense(c *plugin.Client, log *syncBuf) (*Launch, error) {
+func dispense(c *plugin.Client, log *syncBuf, what string) (*Launch, error) {
 	rpc, err := c.Client()
 	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("go-plugin client: %w\n%s", err, log.String())
 	}
-	raw, err := rpc.Dispense("driver")
+	raw, err := rpc.Dispense(what)
 	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("dispense: %w", err)
@@ -124,7 +124,8 @@ func dispense(c *plugin.Client, log *syncBuf) (*Launch, error) {
 
 // LaunchPlugin execs the binary as the agent does (no arguments unless the operator set
 // plugin.args; the agent's environment; go-plugin adds the cookie and protocol variables).
-func LaunchPlugin(binary, name string, verbose bool) (*Launch, error) {
+// The loader dispenses "base" (loader/init.go fingerprintPlugin), the driver manager "driver".
+func LaunchPlugin(binary, name string, verbose bool, what string) (*Launch, error) {
 	logger, buf := newLogger(name, verbose)
 	c := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
@@ -133,7 +134,7 @@ func LaunchPlugin(binary, name string, verbose bool) (*Launch, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 	})
-	return dispense(c, buf)
+	return dispense(c, buf, what)
 }
 
 // ReattachPlugin connects to a running plugin without a handshake, as the driver manager
@@ -147,7 +148,7 @@ func ReattachPlugin(rc *plugin.ReattachConfig, name string, verbose bool) (*Laun
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 	})
-	return dispense(c, buf)
+	return dispense(c, buf, "driver")
 }
 
 // Kill ends the launch with go-plugin's Client.Kill and reports an error unless the plugin

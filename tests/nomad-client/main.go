@@ -19,6 +19,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"nomad-driver-systemd/tests/nomad-client/pb/drivers"
 )
 
 var (
@@ -27,6 +32,7 @@ var (
 	flagRoot    = flag.String("alloc-root", "/var/lib/nds-tests/conformance", "where alloc dirs are built (outside /tmp)")
 	flagUnits   = flag.Bool("install-units", false, "install examples/units/*.service into /run/systemd/system for the run (private systemd)")
 	flagVerbose = flag.Bool("v", false, "copy go-plugin's log (and the plugin's stderr) to stderr")
+	flagCrash   = flag.String("crash-agent", "", "internal: run as the agent that starts a task and crashes (reattach scenario)")
 )
 
 // the API versions this agent speaks (nomad plugins/drivers/versions.go: ApiVersion010)
@@ -96,6 +102,9 @@ func repoPath(p string) string { return filepath.Join(*flagRepo, p) }
 
 func main() {
 	flag.Parse()
+	if *flagCrash != "" {
+		crashAgentMain(*flagCrash)
+	}
 	if *flagBinary == "" {
 		fmt.Fprintln(os.Stderr, "usage: nomad-client -binary target/release/nomad-driver-systemd [-repo DIR] [-install-units] [-v]")
 		os.Exit(2)
@@ -122,11 +131,10 @@ func main() {
 	scenario("plugin config refused naming the key: unknown key by Nomad's decode, bad slice by SetConfig", badPluginConfigs)
 
 	var long *Launch
-	var events *eventLog
 	scenario("driver manager launch 3: SetConfig with nomad_config, Init, Fingerprint HEALTHY, TaskEvents, TaskConfigSchema converts, Capabilities", func() (string, error) {
 		var err error
 		var note string
-		long, events, note, err = launchLongLived()
+		long, _, note, err = launchLongLived()
 		return note, err
 	})
 
@@ -166,17 +174,21 @@ func main() {
 
 	scenario("agent restart: Driver/Shutdown, Kill, the task keeps running; a new plugin (SetConfig, Init) recovers it, stops and destroys it", agentRestartScenario)
 
-	scenario("agent crash: reattach to the running plugin (no handshake), PluginInfo, Init, RecoverTask, stop the task, Kill is graceful", func() (string, error) {
+	scenario("driver manager launch 3 ends: Driver/Shutdown, Kill is graceful", func() (string, error) {
 		if long == nil {
 			return "", errors.New("no long-lived plugin (launch 3 failed)")
 		}
-		l := long
-		long = nil
-		return reattachScenario(l, events)
+		ctx, cancel := ctxT(2 * time.Second)
+		defer cancel()
+		_, serr := long.Stubs.Driver.Shutdown(ctx, &drivers.ShutdownRequest{})
+		kerr := long.Kill()
+		if serr != nil && status.Code(serr) != codes.Unimplemented {
+			return "", fmt.Errorf("Driver/Shutdown: %v", serr)
+		}
+		return "", kerr
 	})
-	if long != nil {
-		long.Kill()
-	}
+
+	scenario("agent crash: an agent process starts a task and dies without Kill; a new one reattaches (no handshake), PluginInfo, Init, RecoverTask, stops the task, Kill is graceful", reattachScenario)
 
 	scenario("nothing left behind: no task units, no drop-ins", func() (string, error) {
 		time.Sleep(300 * time.Millisecond)

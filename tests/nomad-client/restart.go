@@ -4,57 +4,139 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
+	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"nomad-driver-systemd/tests/nomad-client/pb/base"
 	"nomad-driver-systemd/tests/nomad-client/pb/drivers"
 )
 
-// reattachScenario: a task runs; the agent "crashes" (its go-plugin client is dropped without
-// Kill, streams cut); a new agent reattaches with the saved ReattachConfig (no handshake), calls
-// PluginInfo and Init (no SetConfig), restores the task with RecoverTask from the persisted
-// handle (msgpack_driver_config is not persisted: empty), then stops and destroys it, and
-// finally kills the plugin.
-func reattachScenario(l *Launch, events *eventLog) (string, error) {
+// crashState is what the crashing agent leaves in its state DB for the next one: the reattach
+// config (client/pluginmanager/drivermanager, the stored ReattachConfig) and the task handle.
+type crashState struct {
+	Network, Addr string
+	Pid           int
+	Handle        []byte // proto TaskHandle as StartTask returned it
+}
+
+// crashAgentMain runs in a child process: a throw-away agent that launches the plugin (launch
+// #3), starts the task it is given, writes the reattach config and the handle to stdout, and
+// dies without Kill: its end of the plugin's stdout/stderr pipes closes with it, as when a real
+// agent crashes, so the plugin must survive writing its logs into a broken pipe (spec §1.7).
+func crashAgentMain(taskFile string) {
+	die := func(err error) {
+		fmt.Fprintln(os.Stderr, "crash agent:", err)
+		os.Exit(3)
+	}
+	raw, err := os.ReadFile(taskFile)
+	if err != nil {
+		die(err)
+	}
+	var in struct {
+		PluginConfig, APIVersion, Task []byte
+	}
+	if err := json.Unmarshal(raw, &in); err != nil {
+		die(err)
+	}
+	agent.pluginConfig, agent.apiVersion = in.PluginConfig, string(in.APIVersion)
+	var cfg drivers.TaskConfig
+	if err := proto.Unmarshal(in.Task, &cfg); err != nil {
+		die(err)
+	}
+	l, err := launchDriver("driver_mgr")
+	if err != nil {
+		die(err)
+	}
+	ctx, cancel := ctxT(60 * time.Second)
+	defer cancel()
+	resp, err := l.Stubs.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: &cfg})
+	if err != nil {
+		die(fmt.Errorf("StartTask: %v", err))
+	}
+	h, err := proto.Marshal(resp.Handle)
+	if err != nil {
+		die(err)
+	}
+	rc := l.Client.ReattachConfig()
+	out, _ := json.Marshal(crashState{Network: rc.Addr.Network(), Addr: rc.Addr.String(), Pid: rc.Pid, Handle: h})
+	os.Stdout.Write(append(out, '\n'))
+	os.Exit(0) // the crash: no Kill, no Shutdown, no stream closed politely
+}
+
+// reattachScenario: an agent (a child process) starts a task and crashes; a new agent
+// reattaches with the saved ReattachConfig (no handshake), calls PluginInfo and Init (no
+// SetConfig), restores the task with RecoverTask from the persisted handle (whose
+// msgpack_driver_config is not persisted: empty), then stops and destroys it, and finally
+// kills the plugin (client/pluginmanager/drivermanager/instance.go dispense with reattach;
+// task_runner.go restoreHandle).
+func reattachScenario() (string, error) {
+	if agent.taskSpec == nil {
+		return "", errors.New("no converted TaskConfigSchema (launch 3 failed)")
+	}
 	jobs, err := ParseJob(repoPath("examples/jobs/hello.nomad.hcl"))
 	if err != nil || len(jobs) == 0 {
-		l.Kill()
 		return "", fmt.Errorf("hello job: %v", err)
 	}
 	p, err := prepare(jobs[0], 2)
 	if err != nil {
-		l.Kill()
 		return "", err
 	}
 	defer p.alloc.Cleanup()
+	task, err := proto.Marshal(p.cfg)
+	if err != nil {
+		return "", err
+	}
+	in, _ := json.Marshal(map[string][]byte{"PluginConfig": agent.pluginConfig, "APIVersion": []byte(agent.apiVersion), "Task": task})
+	inFile := filepath.Join(p.alloc.Dir, "crash-agent.json")
+	if err := os.WriteFile(inFile, in, 0o600); err != nil {
+		return "", err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	args := []string{"-binary", *flagBinary, "-crash-agent", inFile}
+	if *flagVerbose {
+		args = append(args, "-v")
+	}
+	child := exec.Command(self, args...)
+	child.Stderr = os.Stderr
+	out, err := child.Output()
+	if err != nil {
+		return "", fmt.Errorf("crash agent: %v", err)
+	}
+	var st crashState
+	if err := json.Unmarshal(out, &st); err != nil {
+		return "", fmt.Errorf("crash agent output %q: %v", out, err)
+	}
+	var persisted drivers.TaskHandle
+	if err := proto.Unmarshal(st.Handle, &persisted); err != nil {
+		return "", err
+	}
+	resp := &drivers.StartTaskResponse{Handle: &persisted}
+	if !p.alloc.Stdout.WaitFor("hello from systemd", 15*time.Second) {
+		return "", errors.New("no hello from the task the crashed agent started")
+	}
+	addr, err := net.ResolveUnixAddr(st.Network, st.Addr)
+	if err != nil {
+		return "", err
+	}
+	rc := &plugin.ReattachConfig{Protocol: plugin.ProtocolGRPC, ProtocolVersion: 2, Addr: addr, Pid: st.Pid}
 	ctx, cancel := ctxT(60 * time.Second)
 	defer cancel()
-	resp, err := l.Stubs.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: p.cfg})
-	if err != nil {
-		l.Kill()
-		return "", fmt.Errorf("StartTask: %v", err)
-	}
-	if !p.alloc.Stdout.WaitFor("hello from systemd", 15*time.Second) {
-		l.Kill()
-		return "", errors.New("no hello before the crash")
-	}
-	rc := l.Client.ReattachConfig()
-	if rc == nil {
-		l.Kill()
-		return "", errors.New("no ReattachConfig")
-	}
-	// the crash: the agent's streams end with it; its go-plugin client is never Killed
-	if events != nil {
-		events.cancel()
-	}
-	l = nil
 
 	r, err := ReattachPlugin(rc, "driver_mgr.reattached", *flagVerbose)
 	if err != nil {

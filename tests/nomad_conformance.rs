@@ -141,11 +141,7 @@ fn nomad_side_conformance() {
         .arg(repo())
         .args(["-alloc-root", &alloc_root, "-install-units"])
         // NDS_CONFORMANCE_VERBOSE=1: go-plugin's log and the plugin's stderr on stderr
-        .args(
-            std::env::var_os("NDS_CONFORMANCE_VERBOSE")
-                .map(|_| "-v")
-                .into_iter(),
-        )
+        .args(std::env::var_os("NDS_CONFORMANCE_VERBOSE").map(|_| "-v"))
         .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
         .env_remove("NOMAD_DRIVER_SYSTEMD_RUNTIME_DIR")
         .stdin(Stdio::null())

@@ -124,9 +124,6 @@ func launchFingerprint() (string, error) {
 	if err := l.Kill(); err != nil {
 		errs = append(errs, err.Error())
 	}
-	if err := l.CheckLog(); err != nil {
-		errs = append(errs, err.Error())
-	}
 	if len(errs) > 0 {
 		return "", errors.New(strings.Join(errs, "; "))
 	}

@@ -160,6 +160,13 @@ func main() {
 		}
 	}
 
+	scenario("natural exit: a task exiting 3 is reported with exit code 3, its log complete, DestroyTask cleans up", func() (string, error) {
+		if long == nil {
+			return "", errors.New("no long-lived plugin (launch 3 failed)")
+		}
+		return naturalExit(long)
+	})
+
 	invalid, _ := filepath.Glob(repoPath("examples/invalid/*"))
 	sort.Strings(invalid)
 	for _, file := range invalid {

@@ -422,3 +422,47 @@ func unitActive(allocID string) bool {
 	}
 	return false
 }
+
+// naturalExit: a task that ends by itself (the client's natural-exit path: WaitTask returns,
+// then DestroyTask(force); task_runner.go runDriver/handleTaskExitResult) reports its exit
+// code, and its output reached the log before the FIFO closed.
+func naturalExit(l *Launch) (string, error) {
+	t := JobTask{Job: "exit", Group: "exit", Name: "exit", Driver: "systemd", CPU: 100, MemoryMB: 64,
+		Env:    map[string]string{"PATH": "/usr/bin:/bin"},
+		Config: map[string]any{"command": "/bin/sh", "args": []any{"-c", "echo bye from ${NOMAD_TASK_NAME}; exit 3"}}}
+	p, err := prepare(t, 1)
+	if err != nil {
+		return "", err
+	}
+	defer p.alloc.Cleanup()
+	d := l.Stubs.Driver
+	ctx, cancel := ctxT(60 * time.Second)
+	defer cancel()
+	if _, err := d.StartTask(ctx, &drivers.StartTaskRequest{Task: p.cfg}); err != nil {
+		return "", fmt.Errorf("StartTask: %v", err)
+	}
+	w, err := d.WaitTask(ctx, &drivers.WaitTaskRequest{TaskId: p.cfg.Id})
+	var errs []string
+	switch {
+	case err != nil:
+		errs = append(errs, "WaitTask: "+err.Error())
+	case w.Err != "" || w.Result == nil:
+		errs = append(errs, fmt.Sprintf("WaitTask: %v", w))
+	case w.Result.ExitCode != 3 || w.Result.Signal != 0:
+		errs = append(errs, fmt.Sprintf("exit result %v, want exit code 3", w.Result))
+	}
+	// ${NOMAD_TASK_NAME} was interpolated by the client's decode, not by a shell
+	if !p.alloc.Stdout.WaitFor("bye from exit\n", 5*time.Second) {
+		errs = append(errs, fmt.Sprintf("stdout %q", p.alloc.Stdout.Text()))
+	}
+	if _, err := d.DestroyTask(ctx, &drivers.DestroyTaskRequest{TaskId: p.cfg.Id, Force: true}); err != nil {
+		errs = append(errs, "DestroyTask: "+err.Error())
+	}
+	if err := waitGone(p.alloc.ID); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return "", errors.New(strings.Join(errs, "; "))
+	}
+	return "exit code 3", nil
+}

@@ -7,6 +7,7 @@ use super::name::{unit_name, valid_unit_name};
 use super::properties::{self, PropertyPolicy, Section};
 use super::value::DValue;
 use crate::config::plugin::{Sandbox, is_root_user, valid_user_name};
+use crate::config::task::limits;
 use crate::config::{PluginConfig, TaskUserConfig};
 use crate::task::spec::{Resources, TaskSpec};
 
@@ -353,8 +354,28 @@ fn exec_start(b: &mut Builder, command: &str, args: &[String]) {
 fn environment(b: &mut Builder, task: &TaskSpec, unit: &str) -> String {
     let mut text = String::new();
     let mut dropped = Vec::new();
+    if task.env.len() > limits::ENV_VARS {
+        b.error(
+            "env",
+            format!(
+                "has {} variables, at most {} are accepted",
+                task.env.len(),
+                limits::ENV_VARS
+            ),
+        );
+        return text;
+    }
     for (k, v) in &task.env {
-        if v.contains('\0') {
+        if k.len() + v.len() + 1 > limits::ARG {
+            b.error(
+                format!("env.{}", k.escape_debug()),
+                format!(
+                    "is {} bytes long, at most {} are accepted",
+                    k.len() + v.len() + 1,
+                    limits::ARG
+                ),
+            );
+        } else if v.contains('\0') {
             b.error(format!("env.{k}"), "value contains a NUL byte");
         } else if valid_env_name(k) {
             text.push_str(&env_file_line(k, v));
@@ -369,6 +390,16 @@ fn environment(b: &mut Builder, task: &TaskSpec, unit: &str) -> String {
             "environment variables systemd cannot pass were left out: {}",
             dropped.join(", ")
         ));
+    }
+    if text.len() > limits::ARGV {
+        b.error(
+            "env",
+            format!(
+                "is {} bytes long, at most {} are accepted",
+                text.len(),
+                limits::ARGV
+            ),
+        );
     }
     let path = env_file_path(unit);
     b.settings.push(Setting {
@@ -1826,6 +1857,21 @@ mod identity_tests {
         )
         .unwrap();
         assert_ne!(setting(&other, "User"), Some(user));
+    }
+
+    #[test]
+    fn environment_sizes_are_bounded_by_key() {
+        let mut t = task("a", "web", "");
+        t.env.insert("BIG".into(), "x".repeat(limits::ARG));
+        let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
+        assert_eq!(err.0[0].key, "env.BIG");
+        assert!(err.0[0].message.contains("at most 131072"), "{err}");
+        let mut t = task("a", "web", "");
+        t.env = (0..=limits::ENV_VARS)
+            .map(|i| (format!("V{i}"), String::new()))
+            .collect();
+        let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
+        assert_eq!(err.0[0].key, "env");
     }
 
     #[test]

@@ -265,13 +265,13 @@ fn seccomp_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
 /// `pid` must be a ptrace-stopped tracee of the calling thread.
 unsafe fn read_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
     let mut newest_first = Vec::new();
-    for index in 0u64.. {
+    for index in 0usize.. {
         // SAFETY (block): the tracee is stopped; buffers are sized from the kernel's count.
         let n = unsafe {
             libc::ptrace(
                 PTRACE_SECCOMP_GET_FILTER,
                 pid,
-                index as usize as *mut libc::c_void,
+                index as *mut libc::c_void,
                 std::ptr::null_mut::<libc::c_void>(),
             )
         };
@@ -296,7 +296,7 @@ unsafe fn read_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
             len
         ];
         let mut meta = SeccompMetadata {
-            filter_off: index,
+            filter_off: u64::try_from(index).unwrap_or(u64::MAX),
             flags: 0,
         };
         // SAFETY: `insns` holds `len` instructions, as the kernel reported; `meta` is the
@@ -305,7 +305,7 @@ unsafe fn read_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
             let got = libc::ptrace(
                 PTRACE_SECCOMP_GET_FILTER,
                 pid,
-                index as usize as *mut libc::c_void,
+                index as *mut libc::c_void,
                 insns.as_mut_ptr().cast::<libc::c_void>(),
             );
             let meta_ok = libc::ptrace(

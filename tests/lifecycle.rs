@@ -445,7 +445,7 @@ async fn a_bus_restart_is_not_a_task_exit() {
 async fn secrets_stay_secret() {
     let Some(s) = session().await else { return };
     let alloc = Alloc::new("secret");
-    let secret = "s.9f8e7d6c5b4a-vault-token $HOME \"q\" `x`\nline2";
+    let secret = "s.9f8e7d6c5b4a-vault-token $HOME \"q\" `x`\nline2\\n \\ back\\slash\r # 'single' %n trailing  ";
     let mut task = alloc.task_config(
         1,
         &JobConfig::sh("printf %s \"$VAULT_TOKEN\" > $NOMAD_TASK_DIR/seen; exec sleep 300"),
@@ -490,10 +490,12 @@ async fn secrets_stay_secret() {
         "org.freedesktop.systemd1.Service",
         "Environment",
     ]);
+    assert!(busctl.starts_with("as "), "the property was read: {busctl}");
     assert!(!busctl.contains("vault-token"), "{busctl}");
+    let denied = as_nobody(&["sh", "-c", &format!("cat {env_file} 2>&1; echo rc=$?")]);
     assert!(
-        as_nobody(&["cat", &env_file]).is_empty(),
-        "nobody reads the file"
+        denied.contains("Permission denied") && denied.contains("rc=1"),
+        "nobody reads the file: {denied}"
     );
     let mode = s.sd.exec(&["stat", "-c", "%a %U", &env_file]);
     assert_eq!(mode.trim(), "600 root");
@@ -520,12 +522,20 @@ async fn the_host_is_read_only_to_tasks() {
     }
     let s = Session::new(plugin_config(&[("allow_root", rmpv::Value::from(true))])).await;
     let alloc = Alloc::new("box");
-    let script = "exec > /local/out 2>&1; \
+    // another allocation on the node, with a file its own tasks could read
+    let other = Alloc::new("other");
+    std::fs::write(other.dir.join("alloc/data/private"), "other alloc\n").unwrap();
+    let script = format!(
+        "exec > /local/out 2>&1; \
         for p in /etc/nds-probe /usr/nds-probe /var/lib/nds-probe; do \
           if touch $p 2>/dev/null; then echo $p-writable; rm -f $p; else echo $p-refused; fi; done; \
         if [ -n \"$(ls -A /root 2>/dev/null)\" ]; then echo root-visible; else echo root-hidden; fi; \
-        touch /local/ok /alloc/data/ok /tmp/ok && echo own-dirs-writable";
-    let mut task = alloc.task_config(1, &JobConfig::sh(script));
+        if cat {}/alloc/data/private 2>/dev/null; then echo other-alloc-readable; else echo other-alloc-hidden; fi; \
+        if ls /run/nomad-driver-systemd/env >/dev/null 2>&1; then echo env-dir-visible; else echo env-dir-hidden; fi; \
+        touch /local/ok /alloc/data/ok /tmp/ok && echo own-dirs-writable",
+        other.dir.display()
+    );
+    let mut task = alloc.task_config(1, &JobConfig::sh(&script));
     task.user = "root".into();
     s.start(task.clone()).await.unwrap();
     assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
@@ -535,6 +545,8 @@ async fn the_host_is_read_only_to_tasks() {
         "/usr/nds-probe-refused",
         "/var/lib/nds-probe-refused",
         "root-hidden",
+        "other-alloc-hidden",
+        "env-dir-hidden",
         "own-dirs-writable",
     ] {
         assert!(out.contains(want), "{want} in {out}");

@@ -434,6 +434,12 @@ async fn one_unit_serves_one_task_at_a_time() {
     s.start(first.clone()).await.unwrap();
     let pid = s.sd.show(unit, "MainPID");
     let owner = std::fs::read_to_string(dropin_path(&s.sd, unit)).unwrap();
+    let env_file = format!("/run/nomad-driver-systemd/env/{unit}.env");
+    let env = s.sd.exec(&["cat", &env_file]);
+    assert!(
+        env.contains(&format!("NOMAD_ALLOC_ID=\"{}\"", a.id)),
+        "{env}"
+    );
 
     // another alloc naming the same unit is refused; the first task is untouched
     let second = b.task_config(1, &job);
@@ -447,6 +453,11 @@ async fn one_unit_serves_one_task_at_a_time() {
     assert_eq!(
         std::fs::read_to_string(dropin_path(&s.sd, unit)).unwrap(),
         owner
+    );
+    assert_eq!(
+        s.sd.exec(&["cat", &env_file]),
+        env,
+        "the refused start left the first task's environment alone"
     );
 
     // Nomad retries StartTask with the same id after a plugin crash: the unit is adopted

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use super::monitor::MonitorSpec;
 use super::{Driver, DriverError, Handle, Result, Task};
 use crate::config::TaskUserConfig;
+use crate::config::plugin::is_root_user;
 use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::task::spec::{DeviceKind, DeviceNode, DeviceSpec};
 use crate::task::state::STATE_VERSION;
@@ -30,18 +31,33 @@ impl<S: Systemd> Driver<S> {
         if self.lock_tasks().contains_key(&spec.id) {
             return Err(DriverError::AlreadyExists(spec.id));
         }
-        resolve_devices(&mut spec.devices);
         let config = self.config();
         let user = if spec.user.is_empty() {
             config.default_user.clone()
         } else {
             spec.user.clone()
         };
-        if !user.is_empty()
-            && let Some((gid, groups)) = user_groups(&user)
-        {
-            spec.user_gid = Some(gid);
-            spec.user_groups = groups;
+        // the host's facts the pure planner needs: file system and user database lookups,
+        // off the async workers
+        let (mut spec, account) = tokio::task::spawn_blocking(move || {
+            resolve_devices(&mut spec.devices);
+            let account = (!user.is_empty()).then(|| (user.clone(), user_groups(&user)));
+            (spec, account)
+        })
+        .await
+        .map_err(|e| DriverError::InvalidArgument(format!("looking up host facts: {e}")))?;
+        let mut user = String::new();
+        if let Some((name, found)) = account {
+            user = name;
+            if let Some(acct) = found {
+                if acct.uid == 0 && !is_root_user(&user) && !config.allow_root {
+                    return Err(DriverError::InvalidArgument(format!(
+                        "user: {user:?} has uid 0; running tasks as root needs allow_root = true in the plugin config"
+                    )));
+                }
+                spec.user_gid = Some(acct.gid);
+                spec.user_groups = acct.groups;
+            }
         }
         let plan = plan_on(&spec, &cfg, &config, self.host())?;
         if !user.is_empty()
@@ -64,10 +80,6 @@ impl<S: Systemd> Driver<S> {
         }
         // Subscribe before starting, so no change is missed.
         let mut changes = self.sd.watch(&plan.unit).await?;
-        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
-            self.remove_env_file(&plan.unit).await;
-            return Err(e.into());
-        }
         let (status, dropin) = match plan.mode {
             Mode::Transient => (self.start_transient(&plan, &mut changes).await?, false),
             Mode::Unit => (
@@ -135,7 +147,18 @@ impl<S: Systemd> Driver<S> {
         })
     }
 
+    /// Writes the task's environment file; on failure removes what it may have left.
+    async fn write_env_file(&self, plan: &UnitPlan) -> Result<()> {
+        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
+            self.remove_env_file(&plan.unit).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     async fn start_transient(&self, plan: &UnitPlan, changes: &mut Changes) -> Result<UnitStatus> {
+        // the unit name is unique to this task id: the file is this task's alone
+        self.write_env_file(plan).await?;
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
             Ok(()) => {}
             Err(SystemdError::UnitExists(_)) => {
@@ -177,7 +200,10 @@ impl<S: Systemd> Driver<S> {
         plan: &UnitPlan,
         changes: &mut Changes,
     ) -> Result<UnitStatus> {
+        // only once the unit is known to be free (or this task's) may its env file be written:
+        // a start refused as "in use" must not touch the running task's file
         self.check_unit_free(task_id, &plan.unit).await?;
+        self.write_env_file(plan).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
             self.sd.write_dropin(&plan.unit, text).await?;
@@ -277,7 +303,13 @@ impl<S: Systemd> Driver<S> {
 fn resolve_devices(devices: &mut [DeviceSpec]) {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     for d in devices.iter_mut().filter(|d| d.host_path.starts_with('/')) {
-        d.node = std::fs::metadata(&d.host_path).ok().and_then(|m| {
+        let Ok(path) = std::fs::canonicalize(&d.host_path) else {
+            continue;
+        };
+        let Some(path_text) = path.to_str().map(str::to_string) else {
+            continue;
+        };
+        d.node = std::fs::symlink_metadata(&path).ok().and_then(|m| {
             let t = m.file_type();
             let kind = if t.is_char_device() {
                 DeviceKind::Char
@@ -287,6 +319,7 @@ fn resolve_devices(devices: &mut [DeviceSpec]) {
                 return None;
             };
             Some(DeviceNode {
+                path: path_text,
                 kind,
                 major: libc::major(m.rdev()),
                 minor: libc::minor(m.rdev()),
@@ -295,9 +328,17 @@ fn resolve_devices(devices: &mut [DeviceSpec]) {
     }
 }
 
-/// A host user's primary group and its other groups, as systemd will apply them (`initgroups`).
-fn user_groups(user: &str) -> Option<(u32, Vec<u32>)> {
-    let (name, gid) = passwd_entry(user)?;
+/// A host user as systemd will run it.
+struct Account {
+    uid: u32,
+    gid: u32,
+    /// Its other groups (`initgroups`), without `gid`.
+    groups: Vec<u32>,
+}
+
+/// A host user's uid, primary group and other groups, as systemd will apply them.
+fn user_groups(user: &str) -> Option<Account> {
+    let (name, uid, gid) = passwd_entry(user)?;
     let mut groups = vec![0 as libc::gid_t; 64];
     loop {
         let mut n = libc::c_int::try_from(groups.len()).unwrap_or(libc::c_int::MAX);
@@ -317,20 +358,36 @@ fn user_groups(user: &str) -> Option<(u32, Vec<u32>)> {
     groups.retain(|g| *g != gid);
     groups.sort_unstable();
     groups.dedup();
-    Some((gid, groups))
+    Some(Account { uid, gid, groups })
 }
 
 /// A host user's name and primary group (by name, or by number for an all-digit name), from
 /// the host's user database.
-fn passwd_entry(user: &str) -> Option<(std::ffi::CString, u32)> {
-    let mut pwd: libc::passwd = zeroed_passwd();
+fn passwd_entry(user: &str) -> Option<(std::ffi::CString, u32, u32)> {
     let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match passwd_entry_in(user, &mut buf) {
+            Err(libc::ERANGE) if buf.len() < 1024 * 1024 => buf.resize(buf.len() * 4, 0),
+            Err(_) => return None,
+            Ok(found) => return found,
+        }
+    }
+}
+
+/// One `getpw*_r` call with `buf`; `Err(errno)` when it failed.
+fn passwd_entry_in(
+    user: &str,
+    buf: &mut [u8],
+) -> Result<Option<(std::ffi::CString, u32, u32)>, libc::c_int> {
+    let mut pwd: libc::passwd = zeroed_passwd();
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     let rc = if let Ok(uid) = user.parse::<u32>() {
         // SAFETY: pwd, buf and out are valid for the call; buf's length is passed.
         unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
     } else {
-        let name = std::ffi::CString::new(user).ok()?;
+        let Ok(name) = std::ffi::CString::new(user) else {
+            return Ok(None);
+        };
         // SAFETY: as above; name is NUL-terminated.
         unsafe {
             libc::getpwnam_r(
@@ -342,12 +399,15 @@ fn passwd_entry(user: &str) -> Option<(std::ffi::CString, u32)> {
             )
         }
     };
-    if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
-        return None;
+    if rc != 0 {
+        return Err(rc);
+    }
+    if out.is_null() || pwd.pw_name.is_null() {
+        return Ok(None);
     }
     // SAFETY: getpw*_r filled pw_name with a NUL-terminated string inside `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned();
-    Some((name, pwd.pw_gid))
+    Ok(Some((name, pwd.pw_uid, pwd.pw_gid)))
 }
 
 fn zeroed_passwd() -> libc::passwd {

@@ -219,15 +219,50 @@ struct SeccompMetadata {
     flags: u64,
 }
 
+/// How long exec waits for the main process to reach the ptrace stop (a process in
+/// uninterruptible sleep or frozen never does).
+const SECCOMP_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `PTRACE_EVENT_STOP`: the stop `PTRACE_INTERRUPT` asks for (as opposed to a signal's).
+const PTRACE_EVENT_STOP: libc::c_int = 128;
+
 /// Reads the seccomp filters of `pid` (a unit's main process, in filter mode) so that an exec'd
 /// command runs under exactly the same stack: systemd compiles `SystemCallFilter=`,
 /// `RestrictSUIDSGID=`, `LockPersonality=` and friends into these. The process is seized and
-/// interrupted for the few microseconds the reads take, then released; it sees no signal.
-/// Runs on one thread throughout, as ptrace requires.
+/// stopped for the moment the reads take, then released; a signal that arrived meanwhile is
+/// delivered on release, and a blocking system call it was in may return `EINTR`, as under any
+/// ptrace-based tool. The work runs on a thread of its own (ptrace binds the tracer thread): if
+/// the process never stops, the thread gives up after [`SECCOMP_STOP_DEADLINE`] and its exit
+/// releases the process.
 fn seccomp_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
-    let fail = |what: &str| ExecError::Io {
-        what: format!("{what} of process {pid} to copy its seccomp filters"),
-        source: std::io::Error::last_os_error(),
+    std::thread::Builder::new()
+        .name("nds-seccomp-read".into())
+        .spawn(move || seccomp_filters_here(pid))
+        .map_err(|source| ExecError::Io {
+            what: "starting the seccomp reader thread".into(),
+            source,
+        })?
+        .join()
+        .map_err(|_| ExecError::Io {
+            what: "reading the task's seccomp filters".into(),
+            source: std::io::Error::other("the reader thread panicked"),
+        })?
+}
+
+fn seccomp_filters_here(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
+    let fail = |what: &str| {
+        let source = std::io::Error::last_os_error();
+        let why = match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => {
+                " (ptrace is refused: the plugin must run without a seccomp filter of its own, \
+                 with CAP_SYS_PTRACE, and the task must not be traced already)"
+            }
+            _ => "",
+        };
+        ExecError::Io {
+            what: format!("{what} the task's main process {pid} to copy its seccomp filters{why}"),
+            source,
+        }
     };
     let null = std::ptr::null_mut::<libc::c_void>();
     // SAFETY: plain ptrace/waitpid calls on a pid; no memory is shared with the tracee.
@@ -240,23 +275,48 @@ fn seccomp_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
             libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
             return Err(e);
         }
+        let deadline = std::time::Instant::now() + SECCOMP_STOP_DEADLINE;
         let mut status = 0;
         loop {
-            let r = libc::waitpid(pid, &mut status, libc::__WALL);
+            let r = libc::waitpid(pid, &mut status, libc::__WALL | libc::WNOHANG);
             if r == pid {
                 break;
             }
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            let err = std::io::Error::last_os_error();
+            if r < 0 && err.raw_os_error() != Some(libc::EINTR) {
                 let e = fail("waiting for");
                 libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
                 return Err(e);
             }
+            if std::time::Instant::now() >= deadline {
+                // not stopped: detaching fails, the thread's exit releases the process
+                libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
+                return Err(ExecError::Io {
+                    what: format!(
+                        "the task's main process {pid} did not stop to have its seccomp filters read"
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Err(ExecError::NotRunning);
         }
+        // A signal-delivery stop (not our interrupt's event stop) carries a signal for the
+        // task: hand it back on release so it is not lost.
+        let pending = if (status >> 16) != PTRACE_EVENT_STOP && libc::WIFSTOPPED(status) {
+            libc::WSTOPSIG(status)
+        } else {
+            0
+        };
         let result = read_filters(pid);
-        libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            pid,
+            null,
+            usize::try_from(pending).unwrap_or(0) as *mut libc::c_void,
+        );
         result
     }
 }

@@ -526,9 +526,14 @@ impl Systemd for DbusSystemd {
             message: format!("environment file {}: {e}", path.display()),
         };
         let dir = path.parent().unwrap_or(&path).to_path_buf();
+        // a name no concurrent writer shares (create_new refuses an existing file)
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy()
+            ".{}.{}.{nanos}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
         ));
         let text = text.to_string();
         let (dir2, tmp2, path2) = (dir.clone(), tmp.clone(), path.clone());
@@ -539,7 +544,6 @@ impl Systemd for DbusSystemd {
                 .create(&dir2)?;
             // a directory made earlier with a looser mode is tightened
             std::fs::set_permissions(&dir2, std::fs::Permissions::from_mode(0o700))?;
-            let _ = std::fs::remove_file(&tmp2);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -547,7 +551,9 @@ impl Systemd for DbusSystemd {
                 .open(&tmp2)?;
             std::io::Write::write_all(&mut f, text.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp2, &path2)
+            std::fs::rename(&tmp2, &path2).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp2);
+            })
         })
         .await
         .map_err(|e| err(std::io::Error::other(e)))?

@@ -38,8 +38,11 @@ pub struct DeviceSpec {
 }
 
 /// A device node by number, the way the cgroup device policy names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceNode {
+    /// The node's canonical path (symlinks resolved): what is bound, so that a symlink
+    /// swapped after the lookup cannot bind something else.
+    pub path: String,
     pub kind: DeviceKind,
     pub major: u32,
     pub minor: u32,

@@ -9,9 +9,35 @@ use crate::config::task::limits;
 use crate::config::{PluginConfig, TaskUserConfig};
 use crate::properties::{self, PropertyPolicy, SANDBOX, Section, strictness};
 use crate::task::spec::{Resources, TaskSpec};
-use crate::vocab::{DValue, Mode, env_file_path};
+use crate::vocab::{DValue, ENV_DIR, Mode, env_file_path};
 
-fn sandbox(b: &mut Builder) {
+/// Also hidden from every sandboxed task: the driver's own state (other tasks' environment
+/// files) and the node's allocation root (other allocations' directories; the task's own are
+/// bound at `/alloc`, `/local`, `/secrets`). `-`: no error where a path does not exist.
+fn hidden_paths(task: &TaskSpec) -> Vec<String> {
+    let mut paths = vec![format!("-{}", ENV_DIR.trim_end_matches("/env"))];
+    let alloc_dir = task.alloc_dir.trim_end_matches('/');
+    if let Some((root, _)) = alloc_dir.rsplit_once('/')
+        && !root.is_empty()
+        && raw_path(root).is_ok()
+        && !root.contains(char::is_whitespace)
+    {
+        paths.push(format!("-{root}"));
+    }
+    paths
+}
+
+/// Settings systemd adds to rather than replaces: a job's value joins the driver's.
+const ADDITIVE: &[&str] = &["InaccessiblePaths"];
+
+fn sandbox(b: &mut Builder, task: &TaskSpec) {
+    let hidden = hidden_paths(task);
+    b.settings.push(Setting {
+        name: "InaccessiblePaths".into(),
+        text: hidden.join(" "),
+        dbus: vec![("InaccessiblePaths".into(), DValue::StrList(hidden))],
+        section: Section::Service,
+    });
     for (name, value) in SANDBOX {
         if b.has(name) {
             continue; // e.g. PrivateDevices for devices
@@ -185,7 +211,7 @@ pub fn plan_on(
     devices(&mut b, task);
     logs(&mut b, task);
     if mode == Mode::Transient && plugin.sandbox == Sandbox::Strict {
-        sandbox(&mut b);
+        sandbox(&mut b, task);
     }
     resources(&mut b, &task.resources);
     if let Some(ns) = &task.network_ns {
@@ -600,7 +626,7 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
                 ok = false;
             }
         }
-        let node = d.node.filter(|_| ok);
+        let node = d.node.as_ref().filter(|_| ok);
         if ok && node.is_none() {
             b.error(
                 format!("{key}.host_path"),
@@ -633,7 +659,7 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
             )],
             section: Section::Service,
         });
-        binds.push((d.host_path.clone(), task_path.clone()));
+        binds.push((node.path.clone(), task_path.clone()));
     }
     if binds.is_empty() {
         return;
@@ -778,8 +804,11 @@ fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, 
             );
             continue;
         }
-        // A job property replaces a driver default of the same name (e.g. MemoryMax, Type).
-        b.settings.retain(|s| s.name != *name);
+        // A job property replaces a driver default of the same name (e.g. MemoryMax, Type),
+        // except where systemd adds the values up (the sandbox's hidden paths stay hidden).
+        if !ADDITIVE.contains(&name.as_str()) {
+            b.settings.retain(|s| s.name != *name);
+        }
         b.settings.push(Setting {
             name: name.clone(),
             text,
@@ -1624,17 +1653,17 @@ mod device_tests {
     use crate::task::spec::{DeviceKind, DeviceNode, DeviceSpec};
 
     /// A resolved character device 10:229 (what the driver finds for any of the paths).
-    const NODE: Option<DeviceNode> = Some(DeviceNode {
-        kind: DeviceKind::Char,
-        major: 10,
-        minor: 229,
-    });
-
-    fn task(devices: &[(&str, &str, &str)]) -> TaskSpec {
-        resolved(devices, NODE)
+    /// A resolved character device 10:229 at the path given.
+    fn node(path: &str) -> DeviceNode {
+        DeviceNode {
+            path: path.into(),
+            kind: DeviceKind::Char,
+            major: 10,
+            minor: 229,
+        }
     }
 
-    fn resolved(devices: &[(&str, &str, &str)], node: Option<DeviceNode>) -> TaskSpec {
+    fn task(devices: &[(&str, &str, &str)]) -> TaskSpec {
         TaskSpec {
             id: "a/web/0a1b2c3d".into(),
             name: "web".into(),
@@ -1646,7 +1675,7 @@ mod device_tests {
                     host_path: (*h).into(),
                     task_path: (*t).into(),
                     permissions: (*p).into(),
-                    node,
+                    node: Some(node(h)),
                 })
                 .collect(),
             ..TaskSpec::default()
@@ -1677,6 +1706,7 @@ mod device_tests {
             ("/run/plugin/fuse", "/dev/myfuse", ""),
         ]);
         t.devices[0].node = Some(DeviceNode {
+            path: "/dev/nvme0n1".into(),
             kind: DeviceKind::Block,
             major: 259,
             minor: 0,
@@ -1688,8 +1718,8 @@ mod device_tests {
         let binds = settings(&t, "BindPaths");
         assert_eq!(binds.len(), 2, "{binds:?}");
         assert_eq!(
-            binds[1],
-            "\"/dev/disk/by-id/nvme-x\":\"/dev/nvme0n1\" \"/run/plugin/fuse\":\"/dev/myfuse\""
+            binds[1], "\"/dev/nvme0n1\":\"/dev/nvme0n1\" \"/run/plugin/fuse\":\"/dev/myfuse\"",
+            "the canonical node is bound, not the symlink"
         );
         assert_eq!(settings(&t, "DevicePolicy"), ["closed"]);
         assert_eq!(settings(&t, "PrivateDevices"), ["yes"]);

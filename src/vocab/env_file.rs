@@ -4,19 +4,18 @@
 /// Where the driver keeps each task's environment file (root-only directory, files 0600).
 pub const ENV_DIR: &str = "/run/nomad-driver-systemd/env";
 
-/// The environment file of a unit: its name with anything but `[A-Za-z0-9:_.@-]` made `_`
-/// (a transient name may carry `\x..` escapes of the task name).
+/// The environment file of a unit: its name with `[A-Za-z0-9:.@-]` kept, `_` doubled and any
+/// other byte written `_xHH` (a transient name may carry `\x..` escapes of the task name), so
+/// that two unit names never share a file.
 pub fn env_file_path(unit: &str) -> String {
-    let name: String = unit
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ":_.@-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name = String::with_capacity(unit.len());
+    for b in unit.bytes() {
+        match b {
+            b'_' => name.push_str("__"),
+            b if b.is_ascii_alphanumeric() || b":.@-".contains(&b) => name.push(char::from(b)),
+            b => name.push_str(&format!("_x{b:02x}")),
+        }
+    }
     format!("{ENV_DIR}/{name}.env")
 }
 
@@ -28,7 +27,16 @@ mod tests {
     fn env_file_paths_are_plain() {
         assert_eq!(
             env_file_path("nomad-a-my\\x2dtask-0a1b2c3d.service"),
-            "/run/nomad-driver-systemd/env/nomad-a-my_x2dtask-0a1b2c3d.service.env"
+            "/run/nomad-driver-systemd/env/nomad-a-my_x5cx2dtask-0a1b2c3d.service.env"
+        );
+        // injective: an escape and an underscore spelling of one name stay apart
+        assert_ne!(
+            env_file_path("a\\b.service"),
+            env_file_path("a_x5cb.service")
+        );
+        assert_eq!(
+            env_file_path("a_b.service"),
+            "/run/nomad-driver-systemd/env/a__b.service.env"
         );
         assert_eq!(
             env_file_path("web@x.service"),

@@ -87,7 +87,7 @@ impl<S: Systemd> Driver<S> {
         let task = self.attach(state.clone(), changes, Some(status), started_at);
         if let Err(e) = self.track(task) {
             // a concurrent StartTask with the same id won; ours must not linger
-            self.remove_unit(&plan.unit, plan.mode, dropin).await;
+            self.clean_up(&plan.unit, plan.mode, dropin).await;
             return Err(e);
         }
         tracing::info!(unit = %plan.unit, task_id = %spec.id, "task started");
@@ -132,7 +132,11 @@ impl<S: Systemd> Driver<S> {
         })
     }
 
-    async fn start_transient(&self, plan: &UnitPlan, changes: &mut Changes) -> Result<UnitStatus> {
+    async fn start_transient(
+        self: &Arc<Self>,
+        plan: &UnitPlan,
+        changes: &mut Changes,
+    ) -> Result<UnitStatus> {
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
             Ok(()) => {}
             Err(SystemdError::UnitExists(_)) => {
@@ -144,7 +148,7 @@ impl<S: Systemd> Driver<S> {
                 tracing::debug!(unit = %plan.unit, "task exited before its start job finished");
             }
             Err(e) => {
-                self.remove_unit(&plan.unit, Mode::Transient, false).await;
+                self.clean_up(&plan.unit, Mode::Transient, false).await;
                 return Err(e.into());
             }
         }
@@ -169,7 +173,7 @@ impl<S: Systemd> Driver<S> {
     }
 
     async fn start_installed(
-        &self,
+        self: &Arc<Self>,
         task_id: &str,
         plan: &UnitPlan,
         changes: &mut Changes,
@@ -186,7 +190,7 @@ impl<S: Systemd> Driver<S> {
             Ok(()) => {}
             Err(e) if self.ran_before_failing(&plan.unit, &e).await => {}
             Err(e) => {
-                self.remove_unit(&plan.unit, Mode::Unit, true).await;
+                self.clean_up(&plan.unit, Mode::Unit, true).await;
                 if let SystemdError::NoSuchUnit(_) = e {
                     return Err(DriverError::InvalidArgument(format!(
                         "config.unit: {} is not installed: systemd has no unit file or template \
@@ -226,7 +230,7 @@ impl<S: Systemd> Driver<S> {
     /// monitor need not re-read for them (it would double the D-Bus reads of every start);
     /// changes signalled from here on still reach it.
     async fn started_status(
-        &self,
+        self: &Arc<Self>,
         plan: &UnitPlan,
         dropin: bool,
         changes: &mut Changes,
@@ -238,27 +242,63 @@ impl<S: Systemd> Driver<S> {
                 plan.unit.clone(),
             ))),
             Err(e) => {
-                self.remove_unit(&plan.unit, plan.mode, dropin).await;
+                self.clean_up(&plan.unit, plan.mode, dropin).await;
                 Err(e.into())
             }
         }
     }
 
-    /// Best-effort removal of a unit and its drop-in (start failures, destroy).
-    pub(super) async fn remove_unit(&self, unit: &str, mode: Mode, dropin: bool) {
-        if let Err(e) = self.sd.stop_unit(unit).await {
-            tracing::warn!(unit, error = %e, "stopping unit failed");
+    /// Stops and resets the unit, then removes its drop-in (reloading, so that systemd
+    /// forgets the drop-in's settings, the environment file included) and its environment
+    /// file. OK when the unit is already gone; an error leaves what is left for a retry.
+    pub(super) async fn remove_unit(
+        &self,
+        unit: &str,
+        mode: Mode,
+        dropin: bool,
+    ) -> std::result::Result<(), SystemdError> {
+        self.sd.stop_unit(unit).await?;
+        self.sd.reset_failed(unit).await?;
+        if mode == Mode::Unit && dropin {
+            self.sd.remove_dropin(unit).await?;
+            self.sd.reload().await?;
         }
-        if let Err(e) = self.sd.reset_failed(unit).await {
-            tracing::warn!(unit, error = %e, "resetting unit failed");
+        self.sd.remove_env_file(unit).await
+    }
+
+    /// Removes what a failed start left; when systemd cannot be reached it keeps retrying in
+    /// the background until the removal succeeds (or the plugin shuts down), so a start that
+    /// failed with the bus down leaves no unit behind.
+    pub(super) async fn clean_up(self: &Arc<Self>, unit: &str, mode: Mode, dropin: bool) {
+        let Err(e) = self.remove_unit(unit, mode, dropin).await else {
+            return;
+        };
+        tracing::warn!(unit, error = %e, "removing the unit of a failed start failed; retrying");
+        if !self.lock_cleanups().insert(unit.to_string()) {
+            return; // already retrying
         }
-        if mode == Mode::Unit
-            && dropin
-            && let Err(e) = self.sd.remove_dropin(unit).await
-        {
-            tracing::warn!(unit, error = %e, "removing drop-in failed");
-        }
-        self.remove_env_file(unit).await;
+        let this = Arc::clone(self);
+        let unit = unit.to_string();
+        tokio::spawn(async move {
+            let mut delay = std::time::Duration::from_millis(500);
+            loop {
+                tokio::select! {
+                    () = this.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match this.remove_unit(&unit, mode, dropin).await {
+                    Ok(()) => {
+                        tracing::info!(unit, "removed the unit of a failed start");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(unit, error = %e, "removal retry failed");
+                        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+            this.lock_cleanups().remove(&unit);
+        });
     }
 
     async fn remove_env_file(&self, unit: &str) {

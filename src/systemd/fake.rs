@@ -345,6 +345,10 @@ impl Systemd for FakeSystemd {
         Ok(self.with(|s| s.dropins.get(unit).cloned()))
     }
 
+    async fn dropin_units(&self) -> Result<Vec<String>> {
+        Ok(self.with(|s| s.dropins.keys().cloned().collect()))
+    }
+
     async fn list_units(&self, _patterns: &[&str]) -> Result<Vec<String>> {
         self.check_reachable()?;
         Ok(self.loaded_units())

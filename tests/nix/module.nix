@@ -70,6 +70,8 @@ let
     default_user = "";
     allowed_users = [ ];
     allow_root = false;
+    sandbox = "strict";
+    allow_loosening = [ ];
   };
 
   fullSettings = {
@@ -87,6 +89,8 @@ let
     default_user = "nomad-task";
     allowed_users = [ "www-data" ];
     allow_root = true;
+    sandbox = "none";
+    allow_loosening = [ "ProtectHome" ];
   };
 
   configs = {

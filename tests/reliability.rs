@@ -27,34 +27,9 @@ async fn session() -> Option<Session> {
 /// Arguments systemd would expand, unescape or split if the driver let it.
 fn nasty_args() -> Vec<String> {
     [
-        "$HOME",
-        "${X}",
-        "$$",
-        "$",
-        "${",
-        "%n",
-        "%%",
-        "%",
-        "a\\b",
-        "tr\\",
-        "\\$X",
-        "\\;",
-        "q\"'",
-        "it's",
-        "nl\nx",
-        "tab\tx",
-        "cr\rx",
-        "sp ace",
-        ";",
-        "a;b",
-        "`id`",
-        "#",
-        "ünï",
-        "",
-        " ",
-        "\\x41",
-        "\\n",
-        "-",
+        "$HOME", "${X}", "$$", "$", "${", "%n", "%%", "%", "a\\b", "tr\\", "\\$X", "\\;", "q\"'",
+        "it's", "nl\nx", "tab\tx", "cr\rx", "sp ace", ";", "a;b", "`id`", "#", "ünï", "", " ",
+        "\\x41", "\\n", "-",
     ]
     .into_iter()
     .map(String::from)
@@ -124,7 +99,11 @@ async fn recorded(path: &Path) -> Vec<String> {
             words.pop();
             return words;
         }
-        assert!(Instant::now() < deadline, "{} never written", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -132,9 +111,8 @@ async fn recorded(path: &Path) -> Vec<String> {
 /// systemd's current `ExecStart` of a unit: (path, argv), read exactly (busctl's JSON).
 fn exec_start_of(s: &Session, unit: &str) -> (String, Vec<String>) {
     let path = nomad_driver_systemd::systemd::unit_object_path(unit);
-    let out = s
-        .sd
-        .busctl(&[
+    let out =
+        s.sd.busctl(&[
             "--json=short",
             "get-property",
             "org.freedesktop.systemd1",
@@ -184,15 +162,16 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
     s.start(py_task.clone()).await.unwrap();
     assert_eq!(recorded(&local.join("sh.args")).await, args);
     assert_eq!(recorded(&local.join("py.args")).await, plain);
-    let units = [
-        (unit_of(&sh_task), &sh_job),
-        (unit_of(&py_task), &py_job),
-    ];
+    let units = [(unit_of(&sh_task), &sh_job), (unit_of(&py_task), &py_job)];
     for op in ["daemon-reload", "daemon-reexec", "daemon-reload"] {
         s.sd.exec(&["systemctl", op]);
         for (unit, job) in &units {
             assert_eq!(s.sd.show(unit, "LoadState"), "loaded", "{unit} after {op}");
-            assert_eq!(s.sd.show(unit, "ActiveState"), "active", "{unit} after {op}");
+            assert_eq!(
+                s.sd.show(unit, "ActiveState"),
+                "active",
+                "{unit} after {op}"
+            );
             // what systemd read back from its transient file is what the driver sent
             assert_eq!(
                 exec_start_of(&s, unit),
@@ -209,7 +188,12 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
     for t in [&sh_task, &py_task] {
         let w = s.wait(&t.id).await;
         assert_eq!(w.err, "");
-        assert_eq!(w.result.unwrap().exit_code, 7, "{}", s.plugin().stderr_text());
+        assert_eq!(
+            w.result.unwrap().exit_code,
+            7,
+            "{}",
+            s.plugin().stderr_text()
+        );
         s.destroy(&t.id).await;
     }
     s.finish().await;
@@ -312,12 +296,11 @@ async fn destroy_of_an_unknown_id_removes_the_unit_a_lost_recover_left() {
     let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
     s.start(task.clone()).await.unwrap();
     let unit = unit_of(&task);
-    let env_file = s
-        .sd
-        .runtime_dir()
-        .parent()
-        .unwrap()
-        .join(env_file_path(&unit).trim_start_matches("/run/"));
+    let env_file =
+        s.sd.runtime_dir()
+            .parent()
+            .unwrap()
+            .join(env_file_path(&unit).trim_start_matches("/run/"));
     assert!(env_file.exists(), "{}", env_file.display());
     assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
     // the plugin dies; the new one never recovers the task

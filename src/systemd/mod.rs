@@ -126,7 +126,10 @@ pub enum SystemdError {
 impl SystemdError {
     /// Worth retrying (Nomad's RecoverableError).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SystemdError::Unreachable(_) | SystemdError::Timeout(_))
+        matches!(
+            self,
+            SystemdError::Unreachable(_) | SystemdError::Timeout(_)
+        )
     }
 }
 

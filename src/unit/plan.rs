@@ -319,7 +319,11 @@ pub fn exec_argv(argv: &[String]) -> (String, Vec<String>) {
     let words: Vec<String> = argv.iter().map(|a| sh_word(a)).collect();
     (
         SH.to_string(),
-        vec![SH.to_string(), "-c".into(), format!("exec {}", words.join(" "))],
+        vec![
+            SH.to_string(),
+            "-c".into(),
+            format!("exec {}", words.join(" ")),
+        ],
     )
 }
 

@@ -122,7 +122,7 @@ impl<S: Systemd> Driver<S> {
     async fn running(&self, unit: &str) -> Result<bool> {
         Ok(match self.sd.status(unit).await? {
             None => false,
-            Some(st) => !st.main_exited() && !(st.is_dead() && st.main_pid == 0),
+            Some(st) => !(st.main_exited() || (st.is_dead() && st.main_pid == 0)),
         })
     }
 

@@ -341,7 +341,6 @@ async fn destroy_of_an_unknown_id_removes_the_unit_a_lost_recover_left() {
                 config: Some(task.clone()),
                 state: TaskState::Running as i32,
                 driver_state: b"not a driver state".to_vec(),
-                ..Default::default()
             }),
         })
         .await

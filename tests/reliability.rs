@@ -439,3 +439,187 @@ async fn churn_leaves_nothing_behind() {
     );
     s.finish().await;
 }
+
+/// Every unit of the session's systemd that belongs to the alloc.
+fn units_of(s: &Session, alloc: &Alloc) -> Vec<String> {
+    s.sd.nomad_units()
+        .into_iter()
+        .filter(|u| u.contains(&alloc.id))
+        .collect()
+}
+
+/// The plugin SIGKILLed in the middle of StartTask, StopTask and DestroyTask, at a few
+/// moments each: Nomad's retry on the new process (StartTask again with the same TaskConfig;
+/// StopTask/DestroyTask of the id, recovered or not) ends with one unit per task at most, the
+/// task's real exit, and nothing left behind.
+#[tokio::test]
+async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("fault");
+    let mut n = 0;
+    for delay_ms in [0u64, 5, 30, 120] {
+        // during StartTask
+        n += 1;
+        let task = alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]));
+        let mut client = s.plugin().driver();
+        let t = task.clone();
+        let call = tokio::spawn(async move {
+            client
+                .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                    task: Some(t),
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.start(task.clone())
+            .await
+            .unwrap_or_else(|e| panic!("StartTask retried after a crash at {delay_ms} ms: {e:?}"));
+        assert_eq!(
+            units_of(&s, &alloc),
+            vec![unit_of(&task)],
+            "one unit per task"
+        );
+
+        // during StopTask (the task ignores SIGTERM, so the stop waits for its timeout)
+        n += 1;
+        let stubborn = alloc.task_config(n, &recorder_trap());
+        let handle = s.start(stubborn.clone()).await.unwrap().handle.unwrap();
+        let mut client = s.plugin().driver();
+        let id = stubborn.id.clone();
+        let call = tokio::spawn(async move {
+            client
+                .stop_task(nomad_driver_systemd::proto::drivers::StopTaskRequest {
+                    task_id: id,
+                    timeout: Some(Duration::from_secs(2).try_into().unwrap()),
+                    signal: "SIGTERM".into(),
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.plugin()
+            .driver()
+            .recover_task(RecoverTaskRequest {
+                task_id: stubborn.id.clone(),
+                handle: Some(handle),
+            })
+            .await
+            .unwrap();
+        s.stop(&stubborn.id, Duration::from_millis(500), "SIGTERM")
+            .await;
+        // SIGKILL after the stop timeout; SIGTERM when it came before the trap was set
+        let w = s.wait(&stubborn.id).await;
+        let sig = w.result.unwrap().signal;
+        assert!(sig == 9 || sig == 15, "ended by signal {sig}");
+        s.destroy(&stubborn.id).await;
+
+        // during DestroyTask, retried on a new process that never recovered the task
+        let mut client = s.plugin().driver();
+        let id = task.id.clone();
+        let call = tokio::spawn(async move {
+            client
+                .destroy_task(nomad_driver_systemd::proto::drivers::DestroyTaskRequest {
+                    task_id: id,
+                    force: true,
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.destroy(&task.id).await;
+        assert!(
+            units_of(&s, &alloc).is_empty(),
+            "left after a crash at {delay_ms} ms: {:?}",
+            units_of(&s, &alloc)
+        );
+    }
+    s.finish().await;
+}
+
+/// A task that ignores SIGTERM.
+fn recorder_trap() -> JobConfig {
+    JobConfig::sh("trap '' TERM; while :; do sleep 1; done")
+}
+
+/// dbus-daemon restarted while StartTasks are in flight: each start either succeeds (and the
+/// task runs once) or fails recoverably and its unit is removed once the bus is back; no call
+/// hangs, no unit is duplicated or left behind.
+#[tokio::test]
+async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("busfault");
+    let (mut ok, mut failed, mut n) = (0, 0, 0);
+    for delay_ms in [0u64, 20, 60] {
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                n += 1;
+                alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]))
+            })
+            .collect();
+        let pid = s.sd.pid;
+        let restart = std::thread::spawn(move || {
+            std::process::Command::new("nsenter")
+                .args(["--target", &pid.to_string(), "--mount", "--pid", "--"])
+                .args(["systemctl", "restart", "dbus.service"])
+                .status()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let mut calls = Vec::new();
+        for t in &tasks {
+            let mut client = s.plugin().driver();
+            let t = t.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }));
+        }
+        let mut started = Vec::new();
+        for (c, t) in calls.into_iter().zip(&tasks) {
+            match s.bounded("StartTask", c).await.unwrap() {
+                Ok(_) => started.push(t.clone()),
+                Err(e) => assert_eq!(
+                    e.code(),
+                    tonic::Code::FailedPrecondition,
+                    "a failed start must be recoverable: {e:?}"
+                ),
+            }
+        }
+        restart.join().unwrap().unwrap();
+        // the failed ones' units go once the bus is back
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut units = units_of(&s, &alloc);
+            units.sort();
+            let mut want: Vec<String> = started.iter().map(unit_of).collect();
+            want.sort();
+            if units == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "units {units:?}, started {want:?}\n{}",
+                s.plugin().stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for t in &started {
+            s.stop(&t.id, Duration::from_secs(5), "SIGTERM").await;
+            assert_eq!(s.wait(&t.id).await.result.unwrap().signal, 15);
+            s.destroy(&t.id).await;
+        }
+        ok += started.len();
+        failed += tasks.len() - started.len();
+    }
+    eprintln!("bus restarts mid-start: {ok} starts succeeded, {failed} failed recoverably, 0 left");
+    s.finish().await;
+}

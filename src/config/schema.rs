@@ -58,6 +58,7 @@ pub fn plugin_schema() -> Spec {
         attr_or("denied_properties", "list(string)", "[]"),
         attr_or("default_user", "string", "\"\""),
         attr_or("allowed_users", "list(string)", "[]"),
+        attr_or("allow_supplementary_groups", "bool", "false"),
         attr_or("allow_root", "bool", "false"),
         attr_or("sandbox", "string", "\"strict\""),
         attr_or("allow_loosening", "list(string)", "[]"),
@@ -110,6 +111,7 @@ mod tests {
                 "denied_properties",
                 "default_user",
                 "allowed_users",
+                "allow_supplementary_groups",
                 "allow_root",
                 "sandbox",
                 "allow_loosening"

@@ -623,3 +623,79 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
     eprintln!("bus restarts mid-start: {ok} starts succeeded, {failed} failed recoverably, 0 left");
     s.finish().await;
 }
+
+/// Unit mode: many tasks naming one installed unit at once — exactly one gets it, the others
+/// are refused and touch nothing; a new plugin process that never recovered the winner still
+/// destroys it by id (found by its drop-in), and the drop-in is reloaded away.
+#[tokio::test]
+async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
+    if !require() {
+        return;
+    }
+    let config = common::session::plugin_config(&[(
+        "allowed_units",
+        rmpv::Value::Array(vec![rmpv::Value::from("idle@*.service")]),
+    )]);
+    let mut s = Session::new(config).await;
+    let dir = s.sd.runtime_dir().join("system");
+    std::fs::write(
+        dir.join("idle@.service"),
+        "[Unit]\nDescription=idler %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    let unit = "idle@shared.service";
+    let allocs: Vec<Alloc> = (0..8).map(|_| Alloc::new("idle")).collect();
+    let mut calls = Vec::new();
+    for a in &allocs {
+        let task = a.task_config(
+            1,
+            &JobConfig {
+                unit: Some(unit.into()),
+                ..JobConfig::default()
+            },
+        );
+        let mut client = s.plugin().driver();
+        let t = task.clone();
+        calls.push((
+            task,
+            tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }),
+        ));
+    }
+    let mut winners = Vec::new();
+    for (task, c) in calls {
+        match c.await.unwrap() {
+            Ok(_) => winners.push(task),
+            Err(e) => assert!(e.message().contains("in use"), "{e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one owner per unit");
+    let winner = &winners[0];
+    let dropin = dir
+        .join(format!("{unit}.d"))
+        .join("50-nomad-driver-systemd.conf");
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(text.contains(&winner.id), "{text}");
+    assert_eq!(s.sd.show(unit, "ActiveState"), "active");
+    // the plugin restarts and never recovers the task; DestroyTask of its id finds the unit
+    s.plugin.take().unwrap().crash();
+    s.relaunch().await;
+    s.destroy(&winner.id).await;
+    assert!(!dropin.exists(), "drop-in left behind");
+    assert_ne!(s.sd.show(unit, "ActiveState"), "active");
+    // systemd no longer has the drop-in loaded (it was reloaded away)
+    assert!(
+        !s.sd
+            .show(unit, "DropInPaths")
+            .contains("nomad-driver-systemd"),
+        "{}",
+        s.sd.show(unit, "DropInPaths")
+    );
+    s.finish().await;
+}

@@ -143,6 +143,8 @@ pub struct Driver<S: Systemd> {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     /// Units of failed starts whose removal is being retried in the background.
     cleanups: Mutex<HashSet<String>>,
+    /// Installed units a unit-mode StartTask is starting, and for which task.
+    claims: Mutex<HashMap<String, String>>,
     events: broadcast::Sender<TaskEvent>,
     cgroup_root: PathBuf,
     layout: std::sync::OnceLock<Option<crate::stats::CgroupLayout>>,
@@ -167,6 +169,7 @@ impl<S: Systemd> Driver<S> {
             compute: RwLock::new(Compute::fallback()),
             tasks: Mutex::new(HashMap::new()),
             cleanups: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
             cgroup_root: cgroup_root.into(),
             layout: std::sync::OnceLock::new(),
@@ -242,6 +245,12 @@ impl<S: Systemd> Driver<S> {
 
     fn lock_cleanups(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.cleanups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -181,6 +181,9 @@ impl<S: Systemd> Driver<S> {
         plan: &UnitPlan,
         changes: &mut Changes,
     ) -> Result<UnitStatus> {
+        // Checking that the unit is free and writing our drop-in is one step: two tasks naming
+        // the same unit at once must not both find it free.
+        let _claim = self.claim_unit(task_id, &plan.unit)?;
         self.check_unit_free(task_id, &plan.unit).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
@@ -205,6 +208,22 @@ impl<S: Systemd> Driver<S> {
             }
         }
         self.started_status(plan, true, changes).await
+    }
+
+    /// Holds `unit` for this StartTask until the guard drops; another StartTask naming the same
+    /// unit meanwhile is refused as "in use".
+    fn claim_unit(&self, task_id: &str, unit: &str) -> Result<UnitClaim<'_>> {
+        let mut claimed = self.lock_claims();
+        if let Some(owner) = claimed.get(unit) {
+            return Err(DriverError::InvalidArgument(format!(
+                "config.unit: {unit} is in use by another task ({owner}, starting)"
+            )));
+        }
+        claimed.insert(unit.to_string(), task_id.to_string());
+        Ok(UnitClaim {
+            claims: &self.claims,
+            unit: unit.to_string(),
+        })
     }
 
     /// An installed unit may be started for a task unless it runs without the driver, or its
@@ -308,6 +327,21 @@ impl<S: Systemd> Driver<S> {
         if let Err(e) = self.sd.remove_env_file(unit).await {
             tracing::warn!(unit, error = %e, "removing the environment file failed");
         }
+    }
+}
+
+/// See [`Driver::claim_unit`].
+struct UnitClaim<'a> {
+    claims: &'a std::sync::Mutex<std::collections::HashMap<String, String>>,
+    unit: String,
+}
+
+impl Drop for UnitClaim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.unit);
     }
 }
 

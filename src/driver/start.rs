@@ -295,7 +295,13 @@ impl<S: Systemd> Driver<S> {
         let Err(e) = self.remove_unit(unit, mode, dropin).await else {
             return;
         };
-        tracing::warn!(unit, error = %e, "removing the unit of a failed start failed; retrying");
+        tracing::warn!(unit, error = %e, "removing the unit failed; retrying");
+        self.retry_removal(unit, mode, dropin);
+    }
+
+    /// Retries [`Driver::remove_unit`] in the background, with backoff, until it succeeds or
+    /// the plugin shuts down. One retry loop per unit.
+    pub(super) fn retry_removal(self: &Arc<Self>, unit: &str, mode: Mode, dropin: bool) {
         if !self.lock_cleanups().insert(unit.to_string()) {
             return; // already retrying
         }
@@ -310,7 +316,7 @@ impl<S: Systemd> Driver<S> {
                 }
                 match this.remove_unit(&unit, mode, dropin).await {
                     Ok(()) => {
-                        tracing::info!(unit, "removed the unit of a failed start");
+                        tracing::info!(unit, "removed the unit after a failed attempt");
                         break;
                     }
                     Err(e) => {

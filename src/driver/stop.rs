@@ -75,11 +75,20 @@ impl<S: Systemd> Driver<S> {
 
     /// Forgets the task and removes its unit, drop-in and environment file. A running task
     /// needs `force`. Idempotent, and stateless: an id this process does not track still finds
-    /// its unit. When systemd cannot be reached the task stays tracked and the error is
-    /// recoverable, so a retry finishes the job.
+    /// its unit. When systemd cannot be reached the answer is a recoverable error and the
+    /// removal goes on in the background until it succeeds.
     pub async fn destroy(self: &Arc<Self>, id: &str, force: bool) -> Result<()> {
         let Ok(task) = self.get(id) else {
             let r = self.destroy_untracked(id, force).await;
+            if let Err(DriverError::Systemd(e)) = &r
+                && e.is_transient()
+                && force
+                && let Ok(units) = self.untracked_units(id).await
+            {
+                for (unit, mode) in units {
+                    self.retry_removal(&unit, mode, mode == Mode::Unit);
+                }
+            }
             self.log_bookkeeping();
             return r;
         };
@@ -89,8 +98,20 @@ impl<S: Systemd> Driver<S> {
             }
             self.stop(id, Duration::ZERO, "SIGKILL").await?;
         }
-        self.remove_unit(&task.unit, task.mode, task.state.dropin)
-            .await?;
+        if let Err(e) = self
+            .remove_unit(&task.unit, task.mode, task.state.dropin)
+            .await
+        {
+            if !e.is_transient() {
+                return Err(e.into());
+            }
+            // Nomad ignores DestroyTask errors and never asks again: forget the task and keep
+            // removing its unit until systemd answers
+            task.monitor.cancel();
+            self.lock_tasks().remove(id);
+            self.retry_removal(&task.unit, task.mode, task.state.dropin);
+            return Err(e.into());
+        }
         task.monitor.cancel();
         self.lock_tasks().remove(id);
         tracing::info!(unit = %task.unit, task_id = id, "task destroyed");

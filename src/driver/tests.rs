@@ -480,3 +480,29 @@ async fn destroying_a_unit_mode_task_reloads_its_dropin_away() {
     assert_eq!(fake.dropin("web@c1.service"), None);
     assert!(fake.reload_count() > reloads);
 }
+
+/// Nomad ignores DestroyTask errors and never repeats the call: a destroy that cannot reach
+/// systemd answers a recoverable error, forgets the task and removes the unit once it can.
+#[tokio::test]
+async fn a_destroy_with_the_bus_down_finishes_once_it_is_back() {
+    let (d, fake) = driver();
+    started(&d, "00000045").await;
+    fake.exit(&unit("00000045"), 0);
+    let id = spec("00000045").id;
+    assert_eq!(d.wait(&id).await.unwrap().exit_code, 0);
+    fake.set_unreachable(true);
+    let err = d.destroy(&id, true).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err}");
+    assert!(d.task_ids().is_empty());
+    assert_eq!(d.bookkeeping().cleanups, 1);
+    fake.set_unreachable(false);
+    for _ in 0..100 {
+        if fake.loaded_units().is_empty() && d.bookkeeping().cleanups == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.loaded_units().is_empty(), "{:?}", fake.loaded_units());
+    assert!(!fake.has_env_file(&unit("00000045")));
+    assert_eq!(d.bookkeeping(), Bookkeeping::default());
+}

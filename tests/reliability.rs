@@ -699,3 +699,50 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
     );
     s.finish().await;
 }
+
+/// An OOM kill while the plugin is down (cgroup v1, where systemd does not see it) is still
+/// reported after RecoverTask: the kernel's `oom_kill` counter of the task's memory cgroup.
+#[tokio::test]
+async fn an_oom_kill_while_the_plugin_is_down_is_reported_after_recovery() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("hogdown");
+    let local = alloc.dir.join("hogdown/local");
+    mkfifo(&local.join("go"));
+    mkfifo(&local.join("go2"));
+    let job = JobConfig::sh(
+        "read x < /local/go; /usr/bin/perl -e \"my \\$x = 'a' x (300 * 1024 * 1024); sleep 30\"; \
+         read y < /local/go2; exit 0",
+    );
+    let mut task = alloc.task_config(1, &job);
+    if let Some(r) = task.resources.as_mut() {
+        if let Some(m) = r
+            .allocated_resources
+            .as_mut()
+            .and_then(|a| a.memory.as_mut())
+        {
+            m.memory_mb = 64;
+        }
+        if let Some(l) = r.linux_resources.as_mut() {
+            l.memory_limit_bytes = 64 << 20;
+        }
+    }
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    s.plugin.take().unwrap().crash();
+    std::fs::write(local.join("go"), "go\n").unwrap();
+    // the hog dies while no plugin runs; the task itself goes on
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(RecoverTaskRequest {
+            task_id: task.id.clone(),
+            handle: Some(handle),
+        })
+        .await
+        .unwrap();
+    std::fs::write(local.join("go2"), "go\n").unwrap();
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert!(r.oom_killed, "{r:?}\n{}", s.plugin().stderr_text());
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

@@ -211,8 +211,15 @@ impl<S: Systemd> Driver<S> {
     }
 
     /// Holds `unit` for this StartTask until the guard drops; another StartTask naming the same
-    /// unit meanwhile is refused as "in use".
+    /// unit meanwhile is refused as "in use", and a unit whose removal is still being retried
+    /// (which would take the new task's drop-in away) with a recoverable error.
     fn claim_unit(&self, task_id: &str, unit: &str) -> Result<UnitClaim<'_>> {
+        if self.lock_cleanups().contains(unit) {
+            // the removal of an earlier task's drop-in and unit is still being retried
+            return Err(DriverError::Systemd(SystemdError::Unreachable(format!(
+                "{unit} is still being cleaned up after an earlier task; retry"
+            ))));
+        }
         let mut claimed = self.lock_claims();
         if let Some(owner) = claimed.get(unit) {
             return Err(DriverError::InvalidArgument(format!(

@@ -92,25 +92,29 @@ impl<S: Systemd> Driver<S> {
             self.log_bookkeeping();
             return r;
         };
-        if task.status().exit().is_none() {
-            if !force {
-                return Err(DriverError::StillRunning);
-            }
-            self.stop(id, Duration::ZERO, "SIGKILL").await?;
+        if task.status().exit().is_none() && !force {
+            return Err(DriverError::StillRunning);
         }
-        if let Err(e) = self
-            .remove_unit(&task.unit, task.mode, task.state.dropin)
-            .await
-        {
-            if !e.is_transient() {
-                return Err(e.into());
+        let removed = async {
+            if task.status().exit().is_none() {
+                self.stop(id, Duration::ZERO, "SIGKILL").await?;
+            }
+            self.remove_unit(&task.unit, task.mode, task.state.dropin)
+                .await
+                .map_err(DriverError::from)
+        }
+        .await;
+        if let Err(e) = removed {
+            if !e.is_recoverable() {
+                return Err(e);
             }
             // Nomad ignores DestroyTask errors and never asks again: forget the task and keep
-            // removing its unit until systemd answers
+            // removing its unit (stopping it kills what is left) until systemd answers
             task.monitor.cancel();
             self.lock_tasks().remove(id);
             self.retry_removal(&task.unit, task.mode, task.state.dropin);
-            return Err(e.into());
+            self.log_bookkeeping();
+            return Err(e);
         }
         task.monitor.cancel();
         self.lock_tasks().remove(id);

@@ -506,3 +506,22 @@ async fn a_destroy_with_the_bus_down_finishes_once_it_is_back() {
     assert!(!fake.has_env_file(&unit("00000045")));
     assert_eq!(d.bookkeeping(), Bookkeeping::default());
 }
+
+#[tokio::test]
+async fn a_forced_destroy_of_a_running_task_with_the_bus_down_finishes_once_it_is_back() {
+    let (d, fake) = driver();
+    started(&d, "00000046").await;
+    fake.set_unreachable(true);
+    let err = d.destroy(&spec("00000046").id, true).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err}");
+    assert!(d.task_ids().is_empty());
+    fake.set_unreachable(false);
+    for _ in 0..100 {
+        if fake.loaded_units().is_empty() && d.bookkeeping().cleanups == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.loaded_units().is_empty(), "{:?}", fake.loaded_units());
+    assert_eq!(d.bookkeeping(), Bookkeeping::default());
+}

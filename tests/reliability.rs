@@ -672,7 +672,12 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
     for (task, c) in calls {
         match c.await.unwrap() {
             Ok(_) => winners.push(task),
-            Err(e) => assert!(e.message().contains("in use"), "{e:?}"),
+            // refused as in use, or (under load) a recoverable failure that touched nothing
+            Err(e) => assert!(
+                e.message().contains("in use") || e.code() == tonic::Code::FailedPrecondition,
+                "{e:?}\n{}",
+                s.plugin().stderr_text()
+            ),
         }
     }
     assert_eq!(winners.len(), 1, "one owner per unit");

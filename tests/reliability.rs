@@ -688,6 +688,14 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
     let text = std::fs::read_to_string(&dropin).unwrap();
     assert!(text.contains(&winner.id), "{text}");
     assert_eq!(s.sd.show(unit, "ActiveState"), "active");
+    // the environment file (named after the unit) is the winner's: no loser wrote or removed it
+    let env_file =
+        s.sd.runtime_dir()
+            .parent()
+            .unwrap()
+            .join(env_file_path(unit).trim_start_matches("/run/"));
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&winner.alloc_id), "{env}");
     // the plugin restarts and never recovers the task; DestroyTask of its id finds the unit
     s.plugin.take().unwrap().crash();
     s.relaunch().await;

@@ -64,10 +64,6 @@ impl<S: Systemd> Driver<S> {
         }
         // Subscribe before starting, so no change is missed.
         let mut changes = self.sd.watch(&plan.unit).await?;
-        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
-            self.remove_env_file(&plan.unit).await;
-            return Err(e.into());
-        }
         let (status, dropin) = match plan.mode {
             Mode::Transient => (self.start_transient(&plan, &mut changes).await?, false),
             Mode::Unit => (
@@ -140,6 +136,7 @@ impl<S: Systemd> Driver<S> {
         plan: &UnitPlan,
         changes: &mut Changes,
     ) -> Result<UnitStatus> {
+        self.write_env_file(plan).await?;
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
             Ok(()) => {}
             Err(SystemdError::UnitExists(_)) => {
@@ -185,6 +182,8 @@ impl<S: Systemd> Driver<S> {
         // the same unit at once must not both find it free.
         let _claim = self.claim_unit(task_id, &plan.unit)?;
         self.check_unit_free(task_id, &plan.unit).await?;
+        // only now: the environment file is named after the unit, which another task may hold
+        self.write_env_file(plan).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
             self.sd.write_dropin(&plan.unit, text).await?;
@@ -334,6 +333,15 @@ impl<S: Systemd> Driver<S> {
             }
             this.lock_cleanups().remove(&unit);
         });
+    }
+
+    /// Writes the task's environment file (before its unit starts, which reads it).
+    async fn write_env_file(&self, plan: &UnitPlan) -> Result<()> {
+        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
+            self.remove_env_file(&plan.unit).await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     async fn remove_env_file(&self, unit: &str) {

@@ -412,6 +412,8 @@ fn all_ok<T>(what: &str, results: Vec<R<T>>) -> R<Vec<T>> {
 /// independent count of systemd's `Reloading(true)` signals.
 struct Bare {
     conn: zbus::Connection,
+    /// The private systemd's `/run` as this process reaches it (for environment files).
+    run_dir: PathBuf,
     jobs: Arc<Mutex<Jobs>>,
     reloads: Arc<AtomicU64>,
     dispatcher: tokio::task::JoinHandle<()>,
@@ -432,7 +434,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Bare {
-    async fn connect(address: &str) -> R<Self> {
+    async fn connect(address: &str, run_dir: PathBuf) -> R<Self> {
         let conn = zbus::connection::Builder::address(address)
             .map_err(zerr)?
             .build()
@@ -465,6 +467,7 @@ impl Bare {
         ));
         Ok(Self {
             conn,
+            run_dir,
             jobs,
             reloads,
             dispatcher,
@@ -506,6 +509,36 @@ impl Bare {
             Ok(Ok(result)) => Ok(result),
             _ => Err(format!("bare {method}: no JobRemoved for {}", job.as_str())),
         }
+    }
+
+    /// What the driver does for a transient start: the task's root-only environment file,
+    /// then `StartTransientUnit` with the planned properties (which name that file).
+    async fn start_planned(&self, plan: &UnitPlan) -> R<()> {
+        self.write_env_file(plan)?;
+        self.start_transient(&plan.unit, &plan.properties).await
+    }
+
+    /// The task's root-only environment file, where the driver writes it.
+    fn write_env_file(&self, plan: &UnitPlan) -> R<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.run_dir.join(
+            nomad_driver_systemd::vocab::env_file_path(&plan.unit).trim_start_matches("/run/"),
+        );
+        let dir = path.parent().unwrap_or(&path);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("bare env dir: {e}"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("bare env file: {e}"))?;
+        std::io::Write::write_all(&mut f, plan.env_file.as_bytes())
+            .map_err(|e| format!("bare env file: {e}"))
     }
 
     async fn start_transient(&self, unit: &str, props: &[(String, DValue)]) -> R<()> {
@@ -945,7 +978,8 @@ impl Bench {
         )]);
         let cfg = PluginConfig::from_msgpack(&config).map_err(|e| format!("plugin config: {e}"))?;
         let s = Session::new(config).await;
-        let bare = Bare::connect(&s.sd.bus_address()).await?;
+        let run_dir = PathBuf::from(format!("/proc/{}/root/run", s.sd.pid));
+        let bare = Bare::connect(&s.sd.bus_address(), run_dir).await?;
         let mut b = Self {
             s,
             bare,
@@ -1075,7 +1109,7 @@ impl Bench {
         let (mut ps, mut bs, mut handles) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (t, u)) in tasks.iter().zip(bare).enumerate() {
             let plugin = timed(start_task(self.client(), t.config.clone()));
-            let base = timed(self.bare.start_transient(&u.plan.unit, &u.plan.properties));
+            let base = timed(self.bare.start_planned(&u.plan));
             // alternate who goes first so that neither always meets a busier systemd
             let ((h, p), ((), q)) = if i % 2 == 0 {
                 let a = plugin.await.map_err(|e| self.with_log(e))?;
@@ -1523,7 +1557,7 @@ impl Bench {
         let bare = &self.bare;
         let t = Instant::now();
         let results = concurrently(tasks.iter().collect(), in_flight, |u| async move {
-            bare.start_transient(&u.plan.unit, &u.plan.properties).await
+            bare.start_planned(&u.plan).await
         })
         .await;
         let wall = t.elapsed();
@@ -1613,7 +1647,7 @@ impl Bench {
         let bare = &self.bare;
         let t = Instant::now();
         let results = concurrently(tasks.iter().collect(), BARE_IN_FLIGHT, |u| async move {
-            bare.start_transient(&u.plan.unit, &u.plan.properties).await
+            bare.start_planned(&u.plan).await
         })
         .await;
         let wall = t.elapsed();
@@ -1720,6 +1754,7 @@ impl Bench {
                 let text = u.plan.dropin.as_deref().ok_or("no drop-in planned")?;
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 std::fs::write(dir.join(DROPIN_FILE), text).map_err(|e| e.to_string())?;
+                bare.write_env_file(&u.plan)?;
                 bare.reload().await?;
                 bare.start_unit(&u.plan.unit).await
             }

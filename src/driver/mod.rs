@@ -10,7 +10,7 @@ mod start;
 mod stats;
 mod stop;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -108,6 +108,17 @@ impl Task {
     }
 }
 
+/// See [`Driver::bookkeeping`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    pub tasks: usize,
+    pub cleanups: usize,
+    /// Unit watchers of the systemd client still subscribed to (monitors, waits).
+    pub watchers: usize,
+    /// Callers waiting for a systemd job.
+    pub job_waiters: usize,
+}
+
 /// What StartTask and RecoverTask hand back for Nomad to keep.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -130,6 +141,10 @@ pub struct Driver<S: Systemd> {
     config: RwLock<PluginConfig>,
     compute: RwLock<Compute>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    /// Units of failed starts whose removal is being retried in the background.
+    cleanups: Mutex<HashSet<String>>,
+    /// Installed units a unit-mode StartTask is starting, and for which task.
+    claims: Mutex<HashMap<String, String>>,
     events: broadcast::Sender<TaskEvent>,
     cgroup_root: PathBuf,
     layout: std::sync::OnceLock<Option<crate::stats::CgroupLayout>>,
@@ -153,6 +168,8 @@ impl<S: Systemd> Driver<S> {
             config: RwLock::new(PluginConfig::default()),
             compute: RwLock::new(Compute::fallback()),
             tasks: Mutex::new(HashMap::new()),
+            cleanups: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
             cgroup_root: cgroup_root.into(),
             layout: std::sync::OnceLock::new(),
@@ -224,6 +241,42 @@ impl<S: Systemd> Driver<S> {
         self.tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_cleanups(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.cleanups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the driver and its systemd client hold right now; with no task tracked every
+    /// count is 0 (a churn test checks that nothing grows).
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        let sd = self.sd.bookkeeping();
+        Bookkeeping {
+            tasks: self.lock_tasks().len(),
+            cleanups: self.lock_cleanups().len(),
+            watchers: sd.watchers,
+            job_waiters: sd.job_waiters,
+        }
+    }
+
+    /// Logs [`Driver::bookkeeping`] (after every DestroyTask), for tests of the real binary.
+    fn log_bookkeeping(&self) {
+        let b = self.bookkeeping();
+        tracing::debug!(
+            tasks = b.tasks,
+            cleanups = b.cleanups,
+            watchers = b.watchers,
+            job_waiters = b.job_waiters,
+            "driver bookkeeping"
+        );
     }
 
     /// Ids of tracked tasks.

@@ -108,6 +108,8 @@ impl<S: Systemd> Driver<S> {
                         if matches!(state, TaskState::Exited { .. }) {
                             this.report_exit(&spec, &state);
                             let _ = tx.send(state);
+                            // the unit's watcher is not needed any more
+                            drop(changes);
                             // keep `tx` alive until the task is destroyed, so waiters see the result
                             token.cancelled().await;
                             return;

@@ -39,6 +39,14 @@ pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationTok
             return;
         }
     };
+    // OOM kills from before the watch began (the plugin was down, or restarting): the kernel
+    // counts them (`oom_kill`, Linux 4.13 and newer) for as long as the cgroup lives
+    if let Ok(text) = std::fs::read_to_string(dir.join("memory.oom_control"))
+        && oom_kills(&text).is_some_and(|n| n > 0)
+    {
+        flag.store(true, Ordering::SeqCst);
+        tracing::info!(cgroup = %dir.display(), "memory cgroup had OOM kills before the watch began");
+    }
     tokio::spawn(async move {
         // SAFETY: `efd` is an OwnedFd: valid, open, and owned by the AsyncFd for its lifetime.
         let Ok(afd) = (unsafe { AsyncFd::register(efd) }) else {
@@ -65,4 +73,22 @@ pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationTok
             }
         }
     });
+}
+
+/// The `oom_kill` counter of a v1 `memory.oom_control` (absent before Linux 4.13).
+fn oom_kills(text: &str) -> Option<u64> {
+    crate::stats::parse_flat_keyed(text)
+        .get("oom_kill")
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn oom_kill_counter() {
+        let of = super::oom_kills;
+        assert_eq!(of("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), Some(2));
+        assert_eq!(of("oom_kill_disable 0\nunder_oom 0\n"), None);
+        assert_eq!(of("oom_kill 0\n"), Some(0));
+    }
 }

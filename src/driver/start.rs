@@ -102,7 +102,7 @@ impl<S: Systemd> Driver<S> {
         let task = self.attach(state.clone(), changes, Some(status), started_at);
         if let Err(e) = self.track(task) {
             // a concurrent StartTask with the same id won; ours must not linger
-            self.remove_unit(&plan.unit, plan.mode, dropin).await;
+            self.clean_up(&plan.unit, plan.mode, dropin).await;
             return Err(e);
         }
         tracing::info!(unit = %plan.unit, task_id = %spec.id, "task started");
@@ -147,16 +147,11 @@ impl<S: Systemd> Driver<S> {
         })
     }
 
-    /// Writes the task's environment file; on failure removes what it may have left.
-    async fn write_env_file(&self, plan: &UnitPlan) -> Result<()> {
-        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
-            self.remove_env_file(&plan.unit).await;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    async fn start_transient(&self, plan: &UnitPlan, changes: &mut Changes) -> Result<UnitStatus> {
+    async fn start_transient(
+        self: &Arc<Self>,
+        plan: &UnitPlan,
+        changes: &mut Changes,
+    ) -> Result<UnitStatus> {
         // the unit name is unique to this task id: the file is this task's alone
         self.write_env_file(plan).await?;
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
@@ -170,7 +165,7 @@ impl<S: Systemd> Driver<S> {
                 tracing::debug!(unit = %plan.unit, "task exited before its start job finished");
             }
             Err(e) => {
-                self.remove_unit(&plan.unit, Mode::Transient, false).await;
+                self.clean_up(&plan.unit, Mode::Transient, false).await;
                 return Err(e.into());
             }
         }
@@ -195,14 +190,16 @@ impl<S: Systemd> Driver<S> {
     }
 
     async fn start_installed(
-        &self,
+        self: &Arc<Self>,
         task_id: &str,
         plan: &UnitPlan,
         changes: &mut Changes,
     ) -> Result<UnitStatus> {
-        // only once the unit is known to be free (or this task's) may its env file be written:
-        // a start refused as "in use" must not touch the running task's file
+        // Checking that the unit is free and writing our drop-in is one step: two tasks naming
+        // the same unit at once must not both find it free.
+        let _claim = self.claim_unit(task_id, &plan.unit)?;
         self.check_unit_free(task_id, &plan.unit).await?;
+        // only now: the environment file is named after the unit, which another task may hold
         self.write_env_file(plan).await?;
         let text = plan.dropin.as_deref().unwrap_or_default();
         let result = async {
@@ -215,7 +212,7 @@ impl<S: Systemd> Driver<S> {
             Ok(()) => {}
             Err(e) if self.ran_before_failing(&plan.unit, &e).await => {}
             Err(e) => {
-                self.remove_unit(&plan.unit, Mode::Unit, true).await;
+                self.clean_up(&plan.unit, Mode::Unit, true).await;
                 if let SystemdError::NoSuchUnit(_) = e {
                     return Err(DriverError::InvalidArgument(format!(
                         "config.unit: {} is not installed: systemd has no unit file or template \
@@ -227,6 +224,29 @@ impl<S: Systemd> Driver<S> {
             }
         }
         self.started_status(plan, true, changes).await
+    }
+
+    /// Holds `unit` for this StartTask until the guard drops; another StartTask naming the same
+    /// unit meanwhile is refused as "in use", and a unit whose removal is still being retried
+    /// (which would take the new task's drop-in away) with a recoverable error.
+    fn claim_unit(&self, task_id: &str, unit: &str) -> Result<UnitClaim<'_>> {
+        if self.lock_cleanups().contains(unit) {
+            // the removal of an earlier task's drop-in and unit is still being retried
+            return Err(DriverError::Systemd(SystemdError::Unreachable(format!(
+                "{unit} is still being cleaned up after an earlier task; retry"
+            ))));
+        }
+        let mut claimed = self.lock_claims();
+        if let Some(owner) = claimed.get(unit) {
+            return Err(DriverError::InvalidArgument(format!(
+                "config.unit: {unit} is in use by another task ({owner}, starting)"
+            )));
+        }
+        claimed.insert(unit.to_string(), task_id.to_string());
+        Ok(UnitClaim {
+            claims: &self.claims,
+            unit: unit.to_string(),
+        })
     }
 
     /// An installed unit may be started for a task unless it runs without the driver, or its
@@ -255,7 +275,7 @@ impl<S: Systemd> Driver<S> {
     /// monitor need not re-read for them (it would double the D-Bus reads of every start);
     /// changes signalled from here on still reach it.
     async fn started_status(
-        &self,
+        self: &Arc<Self>,
         plan: &UnitPlan,
         dropin: bool,
         changes: &mut Changes,
@@ -267,33 +287,99 @@ impl<S: Systemd> Driver<S> {
                 plan.unit.clone(),
             ))),
             Err(e) => {
-                self.remove_unit(&plan.unit, plan.mode, dropin).await;
+                self.clean_up(&plan.unit, plan.mode, dropin).await;
                 Err(e.into())
             }
         }
     }
 
-    /// Best-effort removal of a unit and its drop-in (start failures, destroy).
-    pub(super) async fn remove_unit(&self, unit: &str, mode: Mode, dropin: bool) {
-        if let Err(e) = self.sd.stop_unit(unit).await {
-            tracing::warn!(unit, error = %e, "stopping unit failed");
+    /// Stops and resets the unit, then removes its drop-in (reloading, so that systemd
+    /// forgets the drop-in's settings, the environment file included) and its environment
+    /// file. OK when the unit is already gone; an error leaves what is left for a retry.
+    pub(super) async fn remove_unit(
+        &self,
+        unit: &str,
+        mode: Mode,
+        dropin: bool,
+    ) -> std::result::Result<(), SystemdError> {
+        self.sd.stop_unit(unit).await?;
+        self.sd.reset_failed(unit).await?;
+        if mode == Mode::Unit && dropin {
+            self.sd.remove_dropin(unit).await?;
+            self.sd.reload().await?;
         }
-        if let Err(e) = self.sd.reset_failed(unit).await {
-            tracing::warn!(unit, error = %e, "resetting unit failed");
+        self.sd.remove_env_file(unit).await
+    }
+
+    /// Removes what a failed start left; when systemd cannot be reached it keeps retrying in
+    /// the background until the removal succeeds (or the plugin shuts down), so a start that
+    /// failed with the bus down leaves no unit behind.
+    pub(super) async fn clean_up(self: &Arc<Self>, unit: &str, mode: Mode, dropin: bool) {
+        let Err(e) = self.remove_unit(unit, mode, dropin).await else {
+            return;
+        };
+        tracing::warn!(unit, error = %e, "removing the unit failed; retrying");
+        self.retry_removal(unit, mode, dropin);
+    }
+
+    /// Retries [`Driver::remove_unit`] in the background, with backoff, until it succeeds or
+    /// the plugin shuts down. One retry loop per unit.
+    pub(super) fn retry_removal(self: &Arc<Self>, unit: &str, mode: Mode, dropin: bool) {
+        if !self.lock_cleanups().insert(unit.to_string()) {
+            return; // already retrying
         }
-        if mode == Mode::Unit
-            && dropin
-            && let Err(e) = self.sd.remove_dropin(unit).await
-        {
-            tracing::warn!(unit, error = %e, "removing drop-in failed");
+        let this = Arc::clone(self);
+        let unit = unit.to_string();
+        tokio::spawn(async move {
+            let mut delay = std::time::Duration::from_millis(500);
+            loop {
+                tokio::select! {
+                    () = this.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match this.remove_unit(&unit, mode, dropin).await {
+                    Ok(()) => {
+                        tracing::info!(unit, "removed the unit after a failed attempt");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(unit, error = %e, "removal retry failed");
+                        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+            this.lock_cleanups().remove(&unit);
+        });
+    }
+
+    /// Writes the task's environment file (before its unit starts, which reads it).
+    async fn write_env_file(&self, plan: &UnitPlan) -> Result<()> {
+        if let Err(e) = self.sd.write_env_file(&plan.unit, &plan.env_file).await {
+            self.remove_env_file(&plan.unit).await;
+            return Err(e.into());
         }
-        self.remove_env_file(unit).await;
+        Ok(())
     }
 
     async fn remove_env_file(&self, unit: &str) {
         if let Err(e) = self.sd.remove_env_file(unit).await {
             tracing::warn!(unit, error = %e, "removing the environment file failed");
         }
+    }
+}
+
+/// See [`Driver::claim_unit`].
+struct UnitClaim<'a> {
+    claims: &'a std::sync::Mutex<std::collections::HashMap<String, String>>,
+    unit: String,
+}
+
+impl Drop for UnitClaim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.unit);
     }
 }
 

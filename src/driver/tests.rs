@@ -382,3 +382,146 @@ async fn start_refuses_a_property_the_fingerprinted_systemd_lacks() {
     );
     assert!(fake.properties(&unit("00000002")).is_none());
 }
+
+#[tokio::test]
+async fn a_start_that_fails_with_the_bus_down_is_cleaned_up_once_it_is_back() {
+    let (d, fake) = driver();
+    fake.lose_bus_after_next_start();
+    let err = d.start(spec("00000040"), command()).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err}");
+    assert!(d.task_ids().is_empty());
+    // the unit was created before the bus went away, and could not be removed yet
+    assert_eq!(fake.loaded_units(), vec![unit("00000040")]);
+    assert_eq!(d.bookkeeping().cleanups, 1);
+    fake.set_unreachable(false);
+    for _ in 0..100 {
+        if fake.loaded_units().is_empty() && d.bookkeeping().cleanups == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.loaded_units().is_empty(), "{:?}", fake.loaded_units());
+    assert!(!fake.has_env_file(&unit("00000040")));
+    assert_eq!(d.bookkeeping(), Bookkeeping::default());
+}
+
+/// A new plugin process (a second driver on the same systemd) that never recovered the task
+/// still stops and destroys it by id: transient units by name, unit mode by drop-in.
+#[tokio::test]
+async fn stop_and_destroy_of_an_untracked_id_find_the_unit() {
+    let (d1, fake) = driver();
+    d1.start(spec("00000041"), command()).await.unwrap();
+    let d2 = Driver::new(fake.clone(), "/nonexistent");
+    let id = spec("00000041").id;
+    d2.stop(&id, Duration::from_secs(1), "SIGTERM")
+        .await
+        .unwrap();
+    assert!(
+        fake.signals()
+            .contains(&(unit("00000041"), KillWho::Main, libc::SIGTERM))
+    );
+    d2.destroy(&id, true).await.unwrap();
+    assert!(fake.loaded_units().is_empty());
+    assert!(!fake.has_env_file(&unit("00000041")));
+    d2.destroy(&id, true).await.unwrap(); // idempotent
+
+    // unit mode: found by its drop-in, which goes with a reload
+    let unit_mode = crate::config::PluginConfig::from_toml("allowed_units = [\"web@*.service\"]");
+    d1.set_config(unit_mode.unwrap(), None);
+    fake.install("web@b1.service");
+    let cfg = TaskUserConfig {
+        unit: Some("web@b1.service".into()),
+        ..TaskUserConfig::default()
+    };
+    d1.start(spec("00000042"), cfg).await.unwrap();
+    assert!(fake.dropin("web@b1.service").is_some());
+    let reloads = fake.reload_count();
+    // not forced: a running task is refused
+    assert!(matches!(
+        d2.destroy(&spec("00000042").id, false).await,
+        Err(DriverError::StillRunning)
+    ));
+    d2.destroy(&spec("00000042").id, true).await.unwrap();
+    assert_eq!(fake.dropin("web@b1.service"), None);
+    assert!(
+        fake.reload_count() > reloads,
+        "the removed drop-in was not reloaded away"
+    );
+    assert!(
+        fake.status_now("web@b1.service")
+            .is_none_or(|s| s.is_dead())
+    );
+    assert!(!fake.has_env_file("web@b1.service"));
+    // another task's unit is never touched
+    assert!(
+        d2.destroy(&format!("{ALLOC}/web/00000043"), true)
+            .await
+            .is_ok()
+    );
+}
+
+/// DestroyTask of a tracked unit-mode task reloads after removing the drop-in, so systemd
+/// forgets its settings.
+#[tokio::test]
+async fn destroying_a_unit_mode_task_reloads_its_dropin_away() {
+    let (d, fake) = driver();
+    d.set_config(
+        crate::config::PluginConfig::from_toml("allowed_units = [\"web@*.service\"]").unwrap(),
+        None,
+    );
+    fake.install("web@c1.service");
+    let cfg = TaskUserConfig {
+        unit: Some("web@c1.service".into()),
+        ..TaskUserConfig::default()
+    };
+    d.start(spec("00000044"), cfg).await.unwrap();
+    let reloads = fake.reload_count();
+    d.destroy(&spec("00000044").id, true).await.unwrap();
+    assert_eq!(fake.dropin("web@c1.service"), None);
+    assert!(fake.reload_count() > reloads);
+}
+
+/// Nomad ignores DestroyTask errors and never repeats the call: a destroy that cannot reach
+/// systemd answers a recoverable error, forgets the task and removes the unit once it can.
+#[tokio::test]
+async fn a_destroy_with_the_bus_down_finishes_once_it_is_back() {
+    let (d, fake) = driver();
+    started(&d, "00000045").await;
+    fake.exit(&unit("00000045"), 0);
+    let id = spec("00000045").id;
+    assert_eq!(d.wait(&id).await.unwrap().exit_code, 0);
+    fake.set_unreachable(true);
+    let err = d.destroy(&id, true).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err}");
+    assert!(d.task_ids().is_empty());
+    assert_eq!(d.bookkeeping().cleanups, 1);
+    fake.set_unreachable(false);
+    for _ in 0..100 {
+        if fake.loaded_units().is_empty() && d.bookkeeping().cleanups == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.loaded_units().is_empty(), "{:?}", fake.loaded_units());
+    assert!(!fake.has_env_file(&unit("00000045")));
+    assert_eq!(d.bookkeeping(), Bookkeeping::default());
+}
+
+#[tokio::test]
+async fn a_forced_destroy_of_a_running_task_with_the_bus_down_finishes_once_it_is_back() {
+    let (d, fake) = driver();
+    started(&d, "00000046").await;
+    fake.set_unreachable(true);
+    let err = d.destroy(&spec("00000046").id, true).await.unwrap_err();
+    assert!(err.is_recoverable(), "{err}");
+    assert!(d.task_ids().is_empty());
+    fake.set_unreachable(false);
+    for _ in 0..100 {
+        if fake.loaded_units().is_empty() && d.bookkeeping().cleanups == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.loaded_units().is_empty(), "{:?}", fake.loaded_units());
+    assert_eq!(d.bookkeeping(), Bookkeeping::default());
+}

@@ -51,8 +51,7 @@ pub enum Class {
     DriverOwned,
 }
 
-/// `since` for a property older than any systemd this driver can run on (it starts transient
-/// units with `ExecStartEx`, which systemd 243 introduced).
+/// `since` for a property older than any systemd this driver supports (243 and newer).
 pub const ANY: u32 = 0;
 
 /// One property this driver knows.

@@ -31,6 +31,16 @@ const DONE_JOBS_KEPT: usize = 4096;
 /// `max_replies_per_connection` calls awaiting replies (128 on the system bus by default);
 /// concurrent StartTasks and monitors share one connection, so calls wait their turn below it.
 const MAX_PENDING_CALLS: usize = 64;
+/// No method call waits longer for its reply (dbus-daemon's own reply timeout may be longer or
+/// disabled); a late reply is dropped by zbus.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A start job ends when the task's process has been spawned (`Type=exec`) or systemd's own
+/// `TimeoutStartSec` fails it; a job may set that to `infinity`, so the wait has its own end.
+const START_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// Stop jobs run after the driver has SIGKILLed the unit's processes (only a unit's `ExecStop=`
+/// or a process stuck in the kernel can make them slow); on this deadline every process of the
+/// unit gets SIGKILL again and the caller gets a recoverable error to retry with.
+const STOP_JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A systemd client on the system bus. Cheap to clone. Connects on first use, not before.
 #[derive(Clone)]
@@ -199,8 +209,9 @@ impl DbusSystemd {
         }
     }
 
-    /// Waits for a job's `JobRemoved`; the signal may have arrived before we ask.
-    async fn wait_job(&self, job: &OwnedObjectPath) -> Result<String> {
+    /// Waits for a job's `JobRemoved` (the signal may have arrived before we ask), at most
+    /// `within`; a waiter that gives up leaves no entry behind.
+    async fn wait_job(&self, job: &OwnedObjectPath, within: Duration) -> Result<String> {
         let rx = {
             let mut jobs = lock(&self.inner.jobs);
             if let Some(result) = jobs.done.remove(job.as_str()) {
@@ -210,9 +221,22 @@ impl DbusSystemd {
             jobs.waiting.insert(job.as_str().to_string(), tx);
             rx
         };
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(SystemdError::Unreachable("job waiter dropped".into())),
+        // removes our entry however this future ends (deadline, or the caller dropping it)
+        struct Unregister<'a>(&'a Mutex<Jobs>, &'a str);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                lock(self.0).waiting.remove(self.1);
+            }
+        }
+        let _unregister = Unregister(&self.inner.jobs, job.as_str());
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SystemdError::Unreachable("job waiter dropped".into())),
+            Err(_) => Err(SystemdError::Timeout(format!(
+                "job {} did not finish within {}s",
+                job.as_str(),
+                within.as_secs()
+            ))),
         }
     }
 
@@ -230,9 +254,18 @@ impl DbusSystemd {
         let conn = self.conn().await?;
         // never closed, so acquiring cannot fail; the permit is held until the reply
         let _permit = self.inner.calls.acquire().await;
-        conn.call_method(Some(DEST), path, Some(iface), method, body)
-            .await
-            .map_err(map_err)
+        match tokio::time::timeout(
+            CALL_TIMEOUT,
+            conn.call_method(Some(DEST), path, Some(iface), method, body),
+        )
+        .await
+        {
+            Ok(reply) => reply.map_err(map_err),
+            Err(_) => Err(SystemdError::Timeout(format!(
+                "{method} got no reply within {}s",
+                CALL_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     async fn manager_call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
@@ -242,9 +275,15 @@ impl DbusSystemd {
         self.call(PATH, MANAGER, method, body).await
     }
 
-    async fn run_job(&self, unit: &str, method: &str, reply: zbus::Message) -> Result<()> {
+    async fn run_job(
+        &self,
+        unit: &str,
+        method: &str,
+        reply: zbus::Message,
+        within: Duration,
+    ) -> Result<()> {
         let job: OwnedObjectPath = reply.body().deserialize().map_err(map_err)?;
-        let result = self.wait_job(&job).await?;
+        let result = self.wait_job(&job, within).await?;
         tracing::debug!(unit, method, result, "job finished");
         if result == "done" {
             Ok(())
@@ -441,19 +480,31 @@ impl Systemd for DbusSystemd {
         let reply = self
             .manager_call("StartTransientUnit", &(unit, "fail", props, aux))
             .await?;
-        self.run_job(unit, "StartTransientUnit", reply).await
+        self.run_job(unit, "StartTransientUnit", reply, START_JOB_TIMEOUT)
+            .await
     }
 
     async fn start_unit(&self, unit: &str) -> Result<()> {
         let reply = self.manager_call("StartUnit", &(unit, "fail")).await?;
-        self.run_job(unit, "StartUnit", reply).await
+        self.run_job(unit, "StartUnit", reply, START_JOB_TIMEOUT)
+            .await
     }
 
     async fn stop_unit(&self, unit: &str) -> Result<()> {
         match self.manager_call("StopUnit", &(unit, "replace")).await {
-            Ok(reply) => match self.run_job(unit, "StopUnit", reply).await {
+            Ok(reply) => match self
+                .run_job(unit, "StopUnit", reply, STOP_JOB_TIMEOUT)
+                .await
+            {
                 // "done" or, for a unit that was already stopping, "canceled"/"skipped"
                 Err(SystemdError::JobFailed { .. }) | Ok(()) => Ok(()),
+                Err(e @ SystemdError::Timeout(_)) => {
+                    // whatever holds the stop up (an ExecStop=, TimeoutStopSec=infinity) dies
+                    let _ = self
+                        .manager_call("KillUnit", &(unit, "all", libc::SIGKILL))
+                        .await;
+                    Err(e)
+                }
                 Err(e) => Err(e),
             },
             Err(SystemdError::NoSuchUnit(_)) => Ok(()),
@@ -501,6 +552,9 @@ impl Systemd for DbusSystemd {
         let _conn = self.conn().await?;
         let path = unit_object_path(unit);
         let mut watchers = lock(&self.inner.watchers);
+        // watchers of destroyed tasks and vanished units go here (their units may never
+        // signal again)
+        watchers.retain(|_, tx| tx.receiver_count() > 0);
         let tx = watchers.entry(path).or_insert_with(|| watch::channel(0).0);
         Ok(tx.subscribe())
     }
@@ -681,8 +735,46 @@ impl Systemd for DbusSystemd {
         }))
     }
 
+    async fn dropin_units(&self) -> Result<Vec<String>> {
+        let dir = self.inner.runtime_dir.join("system");
+        let mut out = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(SystemdError::DropIn {
+                    unit: String::new(),
+                    message: format!("{}: {e}", dir.display()),
+                });
+            }
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(unit) = name.strip_suffix(".d")
+                && tokio::fs::try_exists(entry.path().join(DROPIN_FILE))
+                    .await
+                    .unwrap_or(false)
+            {
+                out.push(unit.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     fn reload_count(&self) -> u64 {
         self.inner.reloads.load(Ordering::Relaxed)
+    }
+
+    fn bookkeeping(&self) -> super::Bookkeeping {
+        let watchers = {
+            let mut w = lock(&self.inner.watchers);
+            w.retain(|_, tx| tx.receiver_count() > 0);
+            w.len()
+        };
+        super::Bookkeeping {
+            watchers,
+            job_waiters: lock(&self.inner.jobs).waiting.len(),
+        }
     }
 }
 

@@ -28,6 +28,8 @@ struct State {
     /// The next started unit exits with this status before its start job finishes.
     exit_during_start: Option<i32>,
     unreachable: bool,
+    /// The bus goes away right after the next start created its unit.
+    lose_bus_after_start: bool,
     /// What `version()` reports; empty: "252 (fake)".
     version: String,
     signals: Vec<(String, KillWho, i32)>,
@@ -117,6 +119,16 @@ impl FakeSystemd {
     /// so the job fails (systemd's behaviour for a fast exit under load).
     pub fn exit_during_next_start(&self, code: i32) {
         self.with(|s| s.exit_during_start = Some(code));
+    }
+
+    /// The next start creates its unit, then the bus goes away before the start's reply.
+    pub fn lose_bus_after_next_start(&self) {
+        self.with(|s| s.lose_bus_after_start = true);
+    }
+
+    /// Whether the environment file of `unit` exists.
+    pub fn has_env_file(&self, unit: &str) -> bool {
+        self.with(|s| s.env_files.contains_key(unit))
     }
 
     /// The next start fails with `err`.
@@ -224,6 +236,10 @@ impl Systemd for FakeSystemd {
             return Err(SystemdError::UnitExists(unit.to_string()));
         }
         self.run(unit, properties.to_vec())?;
+        if self.with(|s| std::mem::take(&mut s.lose_bus_after_start)) {
+            self.set_unreachable(true);
+            return Err(SystemdError::Unreachable("fake bus lost mid-start".into()));
+        }
         if let Some(code) = self.with(|s| s.exit_during_start.take()) {
             self.exit(unit, code);
             return Err(SystemdError::JobFailed {
@@ -343,6 +359,10 @@ impl Systemd for FakeSystemd {
 
     async fn read_dropin(&self, unit: &str) -> Result<Option<String>> {
         Ok(self.with(|s| s.dropins.get(unit).cloned()))
+    }
+
+    async fn dropin_units(&self) -> Result<Vec<String>> {
+        Ok(self.with(|s| s.dropins.keys().cloned().collect()))
     }
 
     async fn list_units(&self, _patterns: &[&str]) -> Result<Vec<String>> {

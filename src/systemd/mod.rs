@@ -118,12 +118,18 @@ pub enum SystemdError {
     Refused(String),
     #[error("drop-in for {unit}: {message}")]
     DropIn { unit: String, message: String },
+    /// A call or a job did not finish within its deadline; nothing waits for it any more.
+    #[error("systemd did not answer in time: {0}")]
+    Timeout(String),
 }
 
 impl SystemdError {
     /// Worth retrying (Nomad's RecoverableError).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SystemdError::Unreachable(_))
+        matches!(
+            self,
+            SystemdError::Unreachable(_) | SystemdError::Timeout(_)
+        )
     }
 }
 
@@ -177,8 +183,22 @@ pub trait Systemd: Send + Sync + 'static {
     fn slice_units(&self, slice: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// What `list` shows about a unit; `None` when systemd has no such unit loaded.
     fn unit_info(&self, unit: &str) -> impl Future<Output = Result<Option<UnitInfo>>> + Send;
+    /// Units that carry the driver's drop-in (unit mode), whoever's task they belong to.
+    fn dropin_units(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// How many daemon-reloads this client has performed.
     fn reload_count(&self) -> u64;
+    /// The client's own bookkeeping, to prove it returns to idle: live unit watchers and
+    /// callers waiting for a job.
+    fn bookkeeping(&self) -> Bookkeeping {
+        Bookkeeping::default()
+    }
+}
+
+/// See [`Systemd::bookkeeping`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    pub watchers: usize,
+    pub job_waiters: usize,
 }
 
 /// File name of the driver's drop-in inside `<unit>.d/`.

@@ -60,6 +60,19 @@ fn plain_or_escaped(s: &str) -> String {
     }
 }
 
+/// The transient unit of a Nomad task id (`<alloc id>/<task name>/<suffix>`), named as
+/// [`unit_name`] names it at StartTask from the task's alloc id, name and id; `None` for an
+/// id of another shape. Lets StopTask and DestroyTask find the unit of a task this process
+/// does not track.
+pub fn unit_of_task_id(id: &str) -> Option<String> {
+    let (alloc, rest) = id.split_once('/')?;
+    let (task, suffix) = rest.rsplit_once('/')?;
+    if alloc.is_empty() || task.is_empty() || suffix.is_empty() {
+        return None;
+    }
+    Some(unit_name(alloc, task, suffix))
+}
+
 /// The transient unit name for a task start.
 pub fn unit_name(alloc_id: &str, task: &str, id_suffix: &str) -> String {
     let alloc = plain_or_escaped(alloc_id);
@@ -149,6 +162,21 @@ mod tests {
             assert_eq!(p.alloc_id, ALLOC);
             assert_eq!(p.task, task);
             assert_eq!(p.id_suffix, "0a1b2c3d");
+        }
+    }
+
+    #[test]
+    fn the_unit_of_a_task_id_is_the_one_start_names() {
+        for task in ["web", "my-task", "ünï cødé/slash", &"x".repeat(300)] {
+            let id = format!("{ALLOC}/{task}/0a1b2c3d");
+            assert_eq!(
+                unit_of_task_id(&id),
+                Some(unit_name(ALLOC, task, "0a1b2c3d")),
+                "{id}"
+            );
+        }
+        for id in ["", "t1", "a/b", "/web/0a1b2c3d", "a//0a1b2c3d", "a/web/"] {
+            assert_eq!(unit_of_task_id(id), None, "{id}");
         }
     }
 

@@ -305,24 +305,91 @@ fn check_unit(b: &mut Builder, unit: &str, plugin: &PluginConfig) {
 fn exec_start(b: &mut Builder, command: &str, args: &[String]) {
     let mut argv = vec![command.to_string()];
     argv.extend(args.iter().cloned());
-    // ExecStartEx with no-env-expand: command and args reach the process byte for byte.
+    let (path, sd_argv) = exec_argv(&argv);
     let entry = DValue::Struct(vec![
-        DValue::Str(command.to_string()),
-        DValue::StrList(argv.clone()),
-        DValue::StrList(vec!["no-env-expand".into()]),
+        DValue::Str(path),
+        DValue::StrList(sd_argv),
+        DValue::Bool(false),
     ]);
     b.settings.push(Setting {
         name: "ExecStart".into(),
         text: format!(":{}", argv.join(" ")),
         dbus: vec![(
-            "ExecStartEx".into(),
+            "ExecStart".into(),
             DValue::Array {
-                sig: "(sasas)".into(),
+                sig: "(sasb)".into(),
                 items: vec![entry],
             },
         )],
         section: Section::Service,
     });
+}
+
+/// The path and argv of the plain `ExecStart` (`a(sasb)`) that runs `argv` byte for byte, and
+/// keeps running it the same after any daemon-reload or daemon-reexec.
+///
+/// systemd writes a transient unit's settings to `/run/systemd/transient/<unit>` and reads that
+/// file back on every reload, and its writer and reader disagree: systemd 252 cannot read back
+/// `ExecStartEx` at all (the unit becomes `bad-setting`) and writes `$` and `;` of `ExecStart`
+/// as `\$` and `\;`, which it reads back literally; newer versions write `$` as `$$`, so a
+/// `$$` sent to escape systemd's exec-time `$VAR` expansion comes back as `$$`. Every other
+/// byte survives on every version (`%`, `\`, quotes, control characters, spaces, empty
+/// words). So an argv without `$` and `;` goes to systemd as it is: nothing in it is expanded.
+/// An argv with them runs through `/bin/sh -c 'exec …'`, single-quoted, with each `$` and `;`
+/// made by `printf` at run time: the shell replaces itself with the command (same PID, no
+/// helper process), and systemd never sees either character.
+pub fn exec_argv(argv: &[String]) -> (String, Vec<String>) {
+    if !argv.iter().any(|a| a.contains(['$', ';'])) {
+        return (argv[0].clone(), argv.to_vec());
+    }
+    let words: Vec<String> = argv.iter().map(|a| sh_word(a)).collect();
+    (
+        SH.to_string(),
+        vec![
+            SH.to_string(),
+            "-c".into(),
+            format!("exec {}", words.join(" ")),
+        ],
+    )
+}
+
+const SH: &str = "/bin/sh";
+
+/// One shell word that the POSIX shell turns back into `arg`, without `$` or `;` in it.
+fn sh_word(arg: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in arg.chars() {
+        let special = match c {
+            '$' => Some("\"`printf '\\044'`\""),
+            ';' => Some("\"`printf '\\073'`\""),
+            '\'' => Some("\\'"),
+            _ => None,
+        };
+        match special {
+            Some(s) => {
+                if quoted {
+                    out.push('\'');
+                    quoted = false;
+                }
+                out.push_str(s);
+            }
+            None => {
+                if !quoted {
+                    out.push('\'');
+                    quoted = true;
+                }
+                out.push(c);
+            }
+        }
+    }
+    if quoted || out.is_empty() {
+        if out.is_empty() {
+            out.push('\'');
+        }
+        out.push('\'');
+    }
+    out
 }
 
 /// The environment goes to a root-only file, never into a property or the drop-in; the unit
@@ -1516,6 +1583,63 @@ mod unit_mode_tests {
         assert_eq!(p.mode, Mode::Transient);
         assert!(p.dropin.is_none());
         assert!(!p.properties.is_empty());
+    }
+
+    /// Plain `ExecStart` (which survives a daemon-reload), with every `$` of argv doubled;
+    /// the path and every other byte untouched.
+    #[test]
+    fn exec_start_is_plain_and_keeps_dollars_and_semicolons_from_systemd() {
+        let plain = |args: &[&str]| TaskUserConfig {
+            command: Some("/opt/a b/run".into()),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..TaskUserConfig::default()
+        };
+        let exec_of = |cfg: &TaskUserConfig| {
+            let p = plan(&spec(), cfg, &plugin()).unwrap();
+            assert!(!p.properties.iter().any(|(n, _)| n == "ExecStartEx"));
+            let exec: Vec<_> = p
+                .properties
+                .iter()
+                .filter(|(n, _)| n == "ExecStart")
+                .cloned()
+                .collect();
+            assert_eq!(exec.len(), 1, "{:?}", p.properties);
+            let DValue::Array { sig, items } = &exec[0].1 else {
+                panic!("{:?}", exec[0].1)
+            };
+            assert_eq!(sig, "(sasb)");
+            items.clone()
+        };
+        // nothing systemd would expand or mangle: as it is
+        let nasty = ["%n", "a\\b \"q\" 'q'\nx", "", "`x`", "#"];
+        assert_eq!(
+            exec_of(&plain(&nasty)),
+            vec![DValue::Struct(vec![
+                DValue::Str("/opt/a b/run".into()),
+                DValue::StrList(
+                    std::iter::once("/opt/a b/run")
+                        .chain(nasty)
+                        .map(String::from)
+                        .collect()
+                ),
+                DValue::Bool(false),
+            ])]
+        );
+        // `$` or `;` anywhere: through the shell, without either character
+        let items = exec_of(&plain(&["$HOME", "it's", "a;b", ""]));
+        let DValue::Struct(f) = &items[0] else {
+            panic!()
+        };
+        assert_eq!(f[0], DValue::Str("/bin/sh".into()));
+        let DValue::StrList(argv) = &f[1] else {
+            panic!()
+        };
+        assert_eq!(argv[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+        assert_eq!(
+            argv[2],
+            "exec '/opt/a b/run' \"`printf '\\044'`\"'HOME' 'it'\\''s' 'a'\"`printf '\\073'`\"'b' ''"
+        );
+        assert!(!argv.iter().any(|a| a.contains(['$', ';'])));
     }
 }
 

@@ -1,0 +1,761 @@
+//! Reliability through the real binary on a real private systemd: tasks survive
+//! `daemon-reload`/`daemon-reexec` with their argv byte for byte, cleanup works for ids the
+//! plugin does not know, and nothing the plugin keeps grows with the number of tasks.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::nomad::{Alloc, JobConfig};
+use common::session::Session;
+use common::systemd::require;
+use nomad_driver_systemd::proto::drivers::{InspectTaskRequest, RecoverTaskRequest, TaskState};
+use nomad_driver_systemd::unit::name::unit_of_task_id;
+use nomad_driver_systemd::unit::plan::exec_argv;
+use nomad_driver_systemd::vocab::env_file_path;
+
+const SECS: Duration = Duration::from_secs(20);
+
+async fn session() -> Option<Session> {
+    if !require() {
+        return None;
+    }
+    Some(Session::new(Vec::new()).await)
+}
+
+/// Arguments systemd would expand, unescape or split if the driver let it.
+fn nasty_args() -> Vec<String> {
+    [
+        "$HOME", "${X}", "$$", "$", "${", "%n", "%%", "%", "a\\b", "tr\\", "\\$X", "\\;", "q\"'",
+        "it's", "nl\nx", "tab\tx", "cr\rx", "sp ace", ";", "a;b", "`id`", "#", "ünï", "", " ",
+        "\\x41", "\\n", "-",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// The same without `$` and `;`: what goes to systemd unwrapped.
+fn plain_nasty_args() -> Vec<String> {
+    nasty_args()
+        .into_iter()
+        .filter(|a| !a.contains(['$', ';']))
+        .collect()
+}
+
+/// A task that writes its arguments (NUL-terminated) to `/local/<out>`, then waits for a line
+/// on the FIFO `/local/<fifo>` (when given) and exits with 7. Through `/bin/sh`, whose script
+/// has `$` in it: the driver's shell wrapper runs it.
+fn recorder(out: &str, fifo: Option<&str>, args: &[String]) -> JobConfig {
+    let wait = fifo.map_or(String::new(), |f| format!("read x < /local/{f}; "));
+    let script = format!("printf '%s\\0' \"$@\" > /local/{out}; {wait}exit 7");
+    let mut argv = vec!["-c".to_string(), script, "sh".into()];
+    argv.extend(args.iter().cloned());
+    JobConfig {
+        command: Some("/bin/sh".into()),
+        args: Some(argv),
+        ..JobConfig::default()
+    }
+}
+
+/// The same with python, whose program needs neither `$` nor `;`: the argv reaches systemd as
+/// it is.
+fn py_recorder(out: &str, fifo: &str, args: &[String]) -> JobConfig {
+    let program = format!(
+        "import sys, os\nopen('/local/{out}', 'wb').write(b''.join(os.fsencode(a) + b'\\0' for a in sys.argv[1:]))\nopen('/local/{fifo}').read()\nsys.exit(7)\n"
+    );
+    let mut argv = vec!["-c".to_string(), program];
+    argv.extend(args.iter().cloned());
+    JobConfig {
+        command: Some("/usr/bin/python3".into()),
+        args: Some(argv),
+        ..JobConfig::default()
+    }
+}
+
+fn mkfifo(path: &Path) {
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+}
+
+/// Waits for a file the task writes; its NUL-terminated words.
+async fn recorded(path: &Path) -> Vec<String> {
+    let deadline = Instant::now() + SECS;
+    loop {
+        if let Ok(b) = std::fs::read(path)
+            && b.ends_with(b"\0")
+        {
+            let mut words: Vec<String> = b
+                .split(|c| *c == 0)
+                .map(|w| String::from_utf8(w.to_vec()).unwrap())
+                .collect();
+            words.pop();
+            return words;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// systemd's current `ExecStart` of a unit: (path, argv), read exactly (busctl's JSON).
+fn exec_start_of(s: &Session, unit: &str) -> (String, Vec<String>) {
+    let path = nomad_driver_systemd::systemd::unit_object_path(unit);
+    let out =
+        s.sd.busctl(&[
+            "--json=short",
+            "get-property",
+            "org.freedesktop.systemd1",
+            &path,
+            "org.freedesktop.systemd1.Service",
+            "ExecStart",
+        ])
+        .unwrap_or_else(|| panic!("ExecStart of {unit}"));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first = &v["data"][0];
+    let path = first[0].as_str().unwrap().to_string();
+    let argv = first[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    (path, argv)
+}
+
+fn expected_exec(command: &str, args: &[String]) -> (String, Vec<String>) {
+    let mut argv = vec![command.to_string()];
+    argv.extend(args.iter().cloned());
+    exec_argv(&argv)
+}
+
+fn unit_of(task: &nomad_driver_systemd::proto::drivers::TaskConfig) -> String {
+    unit_of_task_id(&task.id).unwrap()
+}
+
+/// Every unit stays loaded, runs on, keeps its argv byte for byte through systemd's transient
+/// file, and reports its real exit after `daemon-reload` and `daemon-reexec`.
+#[tokio::test]
+async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("nasty");
+    let local = alloc.dir.join("nasty/local");
+    mkfifo(&local.join("go-sh"));
+    mkfifo(&local.join("go-py"));
+    let args = nasty_args();
+    let plain = plain_nasty_args();
+    let sh_job = recorder("sh.args", Some("go-sh"), &args);
+    let py_job = py_recorder("py.args", "go-py", &plain);
+    let sh_task = alloc.task_config(1, &sh_job);
+    let py_task = alloc.task_config(2, &py_job);
+    s.start(sh_task.clone()).await.unwrap();
+    s.start(py_task.clone()).await.unwrap();
+    assert_eq!(recorded(&local.join("sh.args")).await, args);
+    assert_eq!(recorded(&local.join("py.args")).await, plain);
+    let units = [(unit_of(&sh_task), &sh_job), (unit_of(&py_task), &py_job)];
+    for op in ["daemon-reload", "daemon-reexec", "daemon-reload"] {
+        s.sd.exec(&["systemctl", op]);
+        for (unit, job) in &units {
+            assert_eq!(s.sd.show(unit, "LoadState"), "loaded", "{unit} after {op}");
+            assert_eq!(
+                s.sd.show(unit, "ActiveState"),
+                "active",
+                "{unit} after {op}"
+            );
+            // what systemd read back from its transient file is what the driver sent
+            assert_eq!(
+                exec_start_of(&s, unit),
+                expected_exec(
+                    job.command.as_deref().unwrap(),
+                    job.args.as_deref().unwrap()
+                ),
+                "{unit} after {op}"
+            );
+        }
+    }
+    std::fs::write(local.join("go-sh"), "go\n").unwrap();
+    std::fs::write(local.join("go-py"), "go\n").unwrap();
+    for t in [&sh_task, &py_task] {
+        let w = s.wait(&t.id).await;
+        assert_eq!(w.err, "");
+        assert_eq!(
+            w.result.unwrap().exit_code,
+            7,
+            "{}",
+            s.plugin().stderr_text()
+        );
+        s.destroy(&t.id).await;
+    }
+    s.finish().await;
+}
+
+/// 20 concurrent StartTasks while systemd reloads in a loop: every start succeeds, every unit
+/// stays loaded, every task gets its argv byte for byte.
+#[tokio::test]
+async fn concurrent_starts_during_reloads_all_succeed() {
+    let Some(s) = session().await else { return };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloads = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let pid = s.sd.pid;
+    let reloader = {
+        let (stop, reloads) = (stop.clone(), reloads.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ok = std::process::Command::new("nsenter")
+                    .args(["--target", &pid.to_string(), "--mount", "--pid", "--"])
+                    .args(["systemctl", "daemon-reload"])
+                    .status()
+                    .is_ok_and(|st| st.success());
+                if ok {
+                    reloads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let allocs: Vec<Alloc> = (0..20).map(|_| Alloc::new("many")).collect();
+    let mut starts = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, a) in allocs.iter().enumerate() {
+        let mut args = nasty_args();
+        args.push(format!("task {i}"));
+        let job = if i % 2 == 0 {
+            recorder("args", None, &args)
+        } else {
+            args.retain(|a| !a.contains(['$', ';']));
+            let program = "import sys, os\nopen('/local/args', 'wb').write(b''.join(os.fsencode(a) + b'\\0' for a in sys.argv[1:]))\nsys.exit(7)\n";
+            let mut argv = vec!["-c".to_string(), program.to_string()];
+            argv.extend(args.iter().cloned());
+            JobConfig {
+                command: Some("/usr/bin/python3".into()),
+                args: Some(argv),
+                ..JobConfig::default()
+            }
+        };
+        let task = a.task_config(1, &job);
+        tasks.push((task.clone(), args));
+        let mut client = s.plugin().driver();
+        starts.push(tokio::spawn(async move {
+            client
+                .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                    task: Some(task),
+                })
+                .await
+        }));
+    }
+    let mut failures = Vec::new();
+    for st in starts {
+        if let Err(e) = st.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    // a few more reloads with every unit in place
+    let seen = reloads.load(std::sync::atomic::Ordering::SeqCst);
+    while reloads.load(std::sync::atomic::Ordering::SeqCst) < seen + 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reloader.join().unwrap();
+    assert!(failures.is_empty(), "failed starts: {failures:?}");
+    assert!(
+        reloads.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "systemd was not reloaded"
+    );
+    for ((task, args), a) in tasks.iter().zip(&allocs) {
+        let unit = unit_of(task);
+        assert_eq!(s.sd.show(&unit, "LoadState"), "loaded", "{unit}");
+        assert_eq!(recorded(&a.dir.join("many/local/args")).await, *args);
+        let w = s.wait(&task.id).await;
+        assert_eq!(w.result.unwrap().exit_code, 7, "{unit}");
+    }
+    eprintln!(
+        "20 starts during {} reloads",
+        reloads.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    for (task, _) in &tasks {
+        s.destroy(&task.id).await;
+    }
+    s.finish().await;
+}
+
+/// Nomad calls DestroyTask for a task whose RecoverTask failed (or was never made): the id is
+/// unknown to this plugin process, and the unit and its environment file must still go.
+#[tokio::test]
+async fn destroy_of_an_unknown_id_removes_the_unit_a_lost_recover_left() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("orphan");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(task.clone()).await.unwrap();
+    let unit = unit_of(&task);
+    let env_file =
+        s.sd.runtime_dir()
+            .parent()
+            .unwrap()
+            .join(env_file_path(&unit).trim_start_matches("/run/"));
+    assert!(env_file.exists(), "{}", env_file.display());
+    assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
+    // the plugin dies; the new one never recovers the task
+    s.plugin.take().unwrap().crash();
+    s.relaunch().await;
+    let err = s
+        .plugin()
+        .driver()
+        .inspect_task(InspectTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    // StopTask of the unknown id stops it
+    s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+    assert_ne!(s.sd.show(&unit, "SubState"), "running");
+    s.destroy(&task.id).await;
+    assert_eq!(s.sd.show(&unit, "LoadState"), "not-found");
+    assert!(!env_file.exists(), "{} left behind", env_file.display());
+    // and again: idempotent
+    s.destroy(&task.id).await;
+
+    // a running one, destroyed directly (force)
+    let task = alloc.task_config(2, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(task.clone()).await.unwrap();
+    let unit = unit_of(&task);
+    s.plugin.take().unwrap().crash();
+    s.relaunch().await;
+    // a RecoverTask that fails (its driver_state is garbage) leaves the task unknown
+    let err = s
+        .plugin()
+        .driver()
+        .recover_task(RecoverTaskRequest {
+            task_id: task.id.clone(),
+            handle: Some(nomad_driver_systemd::proto::drivers::TaskHandle {
+                version: 1,
+                config: Some(task.clone()),
+                state: TaskState::Running as i32,
+                driver_state: b"not a driver state".to_vec(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), tonic::Code::Unavailable);
+    s.destroy(&task.id).await;
+    assert_eq!(s.sd.show(&unit, "LoadState"), "not-found");
+    s.finish().await;
+}
+
+/// One line of the plugin's `driver bookkeeping` log: (tasks, cleanups, watchers, job waiters).
+fn bookkeeping(log: &str) -> Option<[u64; 4]> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"driver bookkeeping\""))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let n = |k: &str| v[k].as_u64().or_else(|| v[k].as_str()?.parse().ok());
+    Some([
+        n("tasks")?,
+        n("cleanups")?,
+        n("watchers")?,
+        n("job_waiters")?,
+    ])
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Start → stats-free wait → stop → destroy, many times over, four callers at once: every
+/// call succeeds, no unit is left, and the plugin's maps are back to zero.
+/// `NDS_CHURN_CYCLES` sets the number of cycles (200 by default).
+#[tokio::test]
+async fn churn_leaves_nothing_behind() {
+    let Some(s) = session().await else { return };
+    let cycles: u32 = std::env::var("NDS_CHURN_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let callers = 4;
+    let alloc = std::sync::Arc::new(Alloc::new("churn"));
+    let pid = s.plugin().pid();
+    let rss_before = rss_kib(pid);
+    let t0 = Instant::now();
+    let s = std::sync::Arc::new(s);
+    let mut workers = Vec::new();
+    for c in 0..callers {
+        let (s, alloc) = (s.clone(), alloc.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = c;
+            while n < cycles {
+                let task = alloc.task_config(n + 1, &JobConfig::command("/bin/sleep", &["300"]));
+                s.start(task.clone()).await.unwrap();
+                s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+                let w = s.wait(&task.id).await;
+                assert_eq!(w.result.unwrap().signal, 15);
+                s.destroy(&task.id).await;
+                n += callers;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let elapsed = t0.elapsed();
+    let Ok(s) = std::sync::Arc::try_unwrap(s) else {
+        panic!("session still shared")
+    };
+    s.assert_clean().await;
+    // the monitors of the last destroyed tasks wind down asynchronously; one more (no-op)
+    // DestroyTask logs the counts again
+    let mut counts = None;
+    for _ in 0..50 {
+        s.destroy("nope/none/00000000").await;
+        counts = bookkeeping(&s.plugin().stderr_text());
+        if counts == Some([0, 0, 0, 0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "churn: {cycles} cycles, {callers} callers, {:.1}s, plugin RSS {rss_before} KiB → {rss_after} KiB, bookkeeping {counts:?}",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        counts,
+        Some([0, 0, 0, 0]),
+        "tasks, cleanups, watchers, job waiters"
+    );
+    s.finish().await;
+}
+
+/// Every unit of the session's systemd that belongs to the alloc.
+fn units_of(s: &Session, alloc: &Alloc) -> Vec<String> {
+    s.sd.nomad_units()
+        .into_iter()
+        .filter(|u| u.contains(&alloc.id))
+        .collect()
+}
+
+/// The plugin SIGKILLed in the middle of StartTask, StopTask and DestroyTask, at a few
+/// moments each: Nomad's retry on the new process (StartTask again with the same TaskConfig;
+/// StopTask/DestroyTask of the id, recovered or not) ends with one unit per task at most, the
+/// task's real exit, and nothing left behind.
+#[tokio::test]
+async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("fault");
+    let mut n = 0;
+    for delay_ms in [0u64, 5, 30, 120] {
+        // during StartTask
+        n += 1;
+        let task = alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]));
+        let mut client = s.plugin().driver();
+        let t = task.clone();
+        let call = tokio::spawn(async move {
+            client
+                .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                    task: Some(t),
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.start(task.clone())
+            .await
+            .unwrap_or_else(|e| panic!("StartTask retried after a crash at {delay_ms} ms: {e:?}"));
+        assert_eq!(
+            units_of(&s, &alloc),
+            vec![unit_of(&task)],
+            "one unit per task"
+        );
+
+        // during StopTask (the task ignores SIGTERM, so the stop waits for its timeout)
+        n += 1;
+        let stubborn = alloc.task_config(n, &recorder_trap());
+        let handle = s.start(stubborn.clone()).await.unwrap().handle.unwrap();
+        let mut client = s.plugin().driver();
+        let id = stubborn.id.clone();
+        let call = tokio::spawn(async move {
+            client
+                .stop_task(nomad_driver_systemd::proto::drivers::StopTaskRequest {
+                    task_id: id,
+                    timeout: Some(Duration::from_secs(2).try_into().unwrap()),
+                    signal: "SIGTERM".into(),
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.plugin()
+            .driver()
+            .recover_task(RecoverTaskRequest {
+                task_id: stubborn.id.clone(),
+                handle: Some(handle),
+            })
+            .await
+            .unwrap();
+        s.stop(&stubborn.id, Duration::from_millis(500), "SIGTERM")
+            .await;
+        // SIGKILL after the stop timeout; SIGTERM when it came before the trap was set
+        let w = s.wait(&stubborn.id).await;
+        let sig = w.result.unwrap().signal;
+        assert!(sig == 9 || sig == 15, "ended by signal {sig}");
+        s.destroy(&stubborn.id).await;
+
+        // during DestroyTask, retried on a new process that never recovered the task
+        let mut client = s.plugin().driver();
+        let id = task.id.clone();
+        let call = tokio::spawn(async move {
+            client
+                .destroy_task(nomad_driver_systemd::proto::drivers::DestroyTaskRequest {
+                    task_id: id,
+                    force: true,
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.destroy(&task.id).await;
+        assert!(
+            units_of(&s, &alloc).is_empty(),
+            "left after a crash at {delay_ms} ms: {:?}",
+            units_of(&s, &alloc)
+        );
+    }
+    s.finish().await;
+}
+
+/// A task that ignores SIGTERM.
+fn recorder_trap() -> JobConfig {
+    JobConfig::sh("trap '' TERM; while :; do sleep 1; done")
+}
+
+/// dbus-daemon restarted while StartTasks are in flight: each start either succeeds (and the
+/// task runs once) or fails recoverably and its unit is removed once the bus is back; no call
+/// hangs, no unit is duplicated or left behind.
+#[tokio::test]
+async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("busfault");
+    let (mut ok, mut failed, mut n) = (0, 0, 0);
+    for delay_ms in [0u64, 20, 60] {
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                n += 1;
+                alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]))
+            })
+            .collect();
+        let pid = s.sd.pid;
+        let restart = std::thread::spawn(move || {
+            std::process::Command::new("nsenter")
+                .args(["--target", &pid.to_string(), "--mount", "--pid", "--"])
+                .args(["systemctl", "restart", "dbus.service"])
+                .status()
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let mut calls = Vec::new();
+        for t in &tasks {
+            let mut client = s.plugin().driver();
+            let t = t.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }));
+        }
+        let mut started = Vec::new();
+        for (c, t) in calls.into_iter().zip(&tasks) {
+            match s.bounded("StartTask", c).await.unwrap() {
+                Ok(_) => started.push(t.clone()),
+                Err(e) => assert_eq!(
+                    e.code(),
+                    tonic::Code::FailedPrecondition,
+                    "a failed start must be recoverable: {e:?}"
+                ),
+            }
+        }
+        restart.join().unwrap().unwrap();
+        // the failed ones' units go once the bus is back
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut units = units_of(&s, &alloc);
+            units.sort();
+            let mut want: Vec<String> = started.iter().map(unit_of).collect();
+            want.sort();
+            if units == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "units {units:?}, started {want:?}\n{}",
+                s.plugin().stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for t in &started {
+            s.stop(&t.id, Duration::from_secs(5), "SIGTERM").await;
+            assert_eq!(s.wait(&t.id).await.result.unwrap().signal, 15);
+            s.destroy(&t.id).await;
+        }
+        ok += started.len();
+        failed += tasks.len() - started.len();
+    }
+    eprintln!("bus restarts mid-start: {ok} starts succeeded, {failed} failed recoverably, 0 left");
+    s.finish().await;
+}
+
+/// Unit mode: many tasks naming one installed unit at once — exactly one gets it, the others
+/// are refused and touch nothing; a new plugin process that never recovered the winner still
+/// destroys it by id (found by its drop-in), and the drop-in is reloaded away.
+#[tokio::test]
+async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
+    if !require() {
+        return;
+    }
+    let config = common::session::plugin_config(&[(
+        "allowed_units",
+        rmpv::Value::Array(vec![rmpv::Value::from("idle@*.service")]),
+    )]);
+    let mut s = Session::new(config).await;
+    let dir = s.sd.runtime_dir().join("system");
+    std::fs::write(
+        dir.join("idle@.service"),
+        "[Unit]\nDescription=idler %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    let unit = "idle@shared.service";
+    let allocs: Vec<Alloc> = (0..8).map(|_| Alloc::new("idle")).collect();
+    let mut calls = Vec::new();
+    for a in &allocs {
+        let task = a.task_config(
+            1,
+            &JobConfig {
+                unit: Some(unit.into()),
+                ..JobConfig::default()
+            },
+        );
+        let mut client = s.plugin().driver();
+        let t = task.clone();
+        calls.push((
+            task,
+            tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }),
+        ));
+    }
+    let mut winners = Vec::new();
+    for (task, c) in calls {
+        match c.await.unwrap() {
+            Ok(_) => winners.push(task),
+            // refused as in use, or (under load) a recoverable failure that touched nothing
+            Err(e) => assert!(
+                e.message().contains("in use") || e.code() == tonic::Code::FailedPrecondition,
+                "{e:?}\n{}",
+                s.plugin().stderr_text()
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one owner per unit");
+    let winner = &winners[0];
+    let dropin = dir
+        .join(format!("{unit}.d"))
+        .join("50-nomad-driver-systemd.conf");
+    let text = std::fs::read_to_string(&dropin).unwrap();
+    assert!(text.contains(&winner.id), "{text}");
+    assert_eq!(s.sd.show(unit, "ActiveState"), "active");
+    // the environment file (named after the unit) is the winner's: no loser wrote or removed it
+    let env_file =
+        s.sd.runtime_dir()
+            .parent()
+            .unwrap()
+            .join(env_file_path(unit).trim_start_matches("/run/"));
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&winner.alloc_id), "{env}");
+    // the plugin restarts and never recovers the task; DestroyTask of its id finds the unit
+    s.plugin.take().unwrap().crash();
+    s.relaunch().await;
+    s.destroy(&winner.id).await;
+    assert!(!dropin.exists(), "drop-in left behind");
+    assert_ne!(s.sd.show(unit, "ActiveState"), "active");
+    // systemd no longer has the drop-in loaded (it was reloaded away)
+    assert!(
+        !s.sd
+            .show(unit, "DropInPaths")
+            .contains("nomad-driver-systemd"),
+        "{}",
+        s.sd.show(unit, "DropInPaths")
+    );
+    s.finish().await;
+}
+
+/// An OOM kill while the plugin is down (cgroup v1, where systemd does not see it) is still
+/// reported after RecoverTask: the kernel's `oom_kill` counter of the task's memory cgroup.
+#[tokio::test]
+async fn an_oom_kill_while_the_plugin_is_down_is_reported_after_recovery() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("hogdown");
+    let local = alloc.dir.join("hogdown/local");
+    mkfifo(&local.join("go"));
+    mkfifo(&local.join("go2"));
+    let job = JobConfig::sh(
+        "read x < /local/go; /usr/bin/perl -e \"my \\$x = 'a' x (300 * 1024 * 1024); sleep 30\"; \
+         read y < /local/go2; exit 0",
+    );
+    let mut task = alloc.task_config(1, &job);
+    if let Some(r) = task.resources.as_mut() {
+        if let Some(m) = r
+            .allocated_resources
+            .as_mut()
+            .and_then(|a| a.memory.as_mut())
+        {
+            m.memory_mb = 64;
+        }
+        if let Some(l) = r.linux_resources.as_mut() {
+            l.memory_limit_bytes = 64 << 20;
+        }
+    }
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    s.plugin.take().unwrap().crash();
+    std::fs::write(local.join("go"), "go\n").unwrap();
+    // the hog dies while no plugin runs; the task itself goes on
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(RecoverTaskRequest {
+            task_id: task.id.clone(),
+            handle: Some(handle),
+        })
+        .await
+        .unwrap();
+    std::fs::write(local.join("go2"), "go\n").unwrap();
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert!(r.oom_killed, "{r:?}\n{}", s.plugin().stderr_text());
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

@@ -121,6 +121,14 @@ in
             default = false;
             description = "Whether tasks may run as `root` (uid 0).";
           };
+          logs = mkOption {
+            type = types.enum [
+              "nomad"
+              "journal"
+            ];
+            default = "nomad";
+            description = "Where task output goes: `nomad` to Nomad's log FIFOs (`nomad alloc logs`, `StandardOutput=file:`), `journal` to the journal with the task's `NOMAD_*` fields (`journalctl NOMAD_ALLOC_ID=…`, `StandardOutput=journal`). Output Nomad does not collect (`logs { disabled = true }`, `disable_log_collection`) goes to the journal either way.";
+          };
         };
       };
     };

@@ -310,6 +310,7 @@ pub fn run(
     };
     let host = Host {
         systemd_version: systemd_version.or_else(super::host_systemd_version),
+        ..Host::default()
     };
     let mut reports = Vec::new();
     let mut empty = Vec::new();
@@ -411,6 +412,18 @@ mod tests {
         format!(
             "job \"j\" {{\n group \"g\" {{\n task \"t\" {{\n driver = \"systemd\"\n config {{\n{config}\n }}\n{extra}\n }}\n }}\n}}\n"
         )
+    }
+
+    #[test]
+    fn logs_setting_shows_where_output_goes() {
+        let job = task("command = \"/bin/true\"", "");
+        let r = &check(&job, &plugin("logs = \"journal\""))[0];
+        let s = settings_map(r);
+        assert_eq!(s["StandardOutput"], "journal");
+        assert_eq!(s["StandardError"], "journal");
+        assert_eq!(s["SyslogIdentifier"], "t");
+        let r = &check(&job, &plugin(""))[0];
+        assert!(settings_map(r)["StandardError"].starts_with("file:"));
     }
 
     #[test]
@@ -602,6 +615,7 @@ mod tests {
         let job = job::parse(&hcl).unwrap();
         let old = Host {
             systemd_version: Some(245),
+            ..Host::default()
         };
         let r = &check_job("job.hcl", &job, &PluginConfig::default(), old)[0];
         assert!(!r.valid());
@@ -612,6 +626,7 @@ mod tests {
         );
         let new = Host {
             systemd_version: Some(252),
+            ..Host::default()
         };
         assert!(check_job("job.hcl", &job, &PluginConfig::default(), new)[0].valid());
     }

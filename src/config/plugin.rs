@@ -22,6 +22,40 @@ pub struct PluginConfig {
     /// allocation's dynamic user).
     pub allowed_users: Vec<String>,
     pub allow_root: bool,
+    /// Where task output goes (`logs`).
+    pub logs: Logs,
+}
+
+/// Where a task's stdout and stderr go (plugin key `logs`; ARCHITECTURE.md, *Task logs*).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Logs {
+    /// Nomad's FIFOs, opened by systemd in the unit's exec context (`StandardOutput=file:`):
+    /// `nomad alloc logs` sees them, the journal does not.
+    #[default]
+    Nomad,
+    /// The journal (`StandardOutput=journal`), with the unit's `NOMAD_*` fields: `journalctl`
+    /// sees them, `nomad alloc logs` does not.
+    Journal,
+}
+
+impl Logs {
+    /// The values the key accepts, in documentation order.
+    pub const VALUES: [&'static str; 2] = ["nomad", "journal"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nomad => "nomad",
+            Self::Journal => "journal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nomad" => Some(Self::Nomad),
+            "journal" => Some(Self::Journal),
+            _ => None,
+        }
+    }
 }
 
 impl Default for PluginConfig {
@@ -35,6 +69,7 @@ impl Default for PluginConfig {
             default_user: String::new(),
             allowed_users: Vec::new(),
             allow_root: false,
+            logs: Logs::default(),
         }
     }
 }
@@ -69,6 +104,7 @@ impl PluginConfig {
                 list(&self.denied_properties),
             ),
             (Value::from("enabled"), Value::from(self.enabled)),
+            (Value::from("logs"), Value::from(self.logs.as_str())),
             (Value::from("slice"), Value::from(self.slice.as_str())),
         ]);
         let mut out = Vec::new();
@@ -117,6 +153,15 @@ impl PluginConfig {
             default_user: f.string("default_user")?.unwrap_or_default(),
             allowed_users: f.string_list("allowed_users")?.unwrap_or_default(),
             allow_root: f.bool("allow_root")?.unwrap_or(d.allow_root),
+            logs: match f.string("logs")? {
+                None => d.logs,
+                Some(v) => Logs::parse(&v).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "logs",
+                        format!("{v:?} is not one of \"{}\"", Logs::VALUES.join("\", \"")),
+                    )
+                })?,
+            },
         };
         f.finish()?;
         cfg.validate()?;
@@ -273,14 +318,16 @@ mod tests {
     }
 
     /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
-    /// with `allowed_users` (an empty list) in its sorted place. The Go conformance client
+    /// with `allowed_users` (an empty list) and `logs` (`"nomad"`) in their sorted places. The Go conformance client
     /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
         let golden = hex(concat!(
-            "88aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
+            "89aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
             "ad616c6c6f7765645f757365727390",
-            "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3a5736c696365b16e6f6d61645f7461736b732e736c696365",
+            "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3",
+            "a46c6f6773a56e6f6d6164",
+            "a5736c696365b16e6f6d61645f7461736b732e736c696365",
         ));
         assert_eq!(PluginConfig::default().to_msgpack(), golden);
     }
@@ -316,6 +363,8 @@ mod tests {
             ),
             ("default_user = \"root\"", "default_user"),
             ("default_user = \"a b\"", "default_user"),
+            ("logs = \"both\"", "logs"),
+            ("logs = \"Journal\"", "logs"),
         ];
         for (toml, key) in cases {
             let err = PluginConfig::from_toml(toml).unwrap_err().to_string();
@@ -341,6 +390,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("slise"), "{err}");
+    }
+
+    #[test]
+    fn logs_takes_nomad_or_journal() {
+        assert_eq!(PluginConfig::default().logs, Logs::Nomad);
+        let cfg = PluginConfig::from_toml("logs = \"journal\"").unwrap();
+        assert_eq!(cfg.logs, Logs::Journal);
+        assert_eq!(
+            PluginConfig::from_msgpack(&cfg.to_msgpack()).unwrap().logs,
+            Logs::Journal
+        );
+        let err = PluginConfig::from_toml("logs = \"both\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "logs: \"both\" is not one of \"nomad\", \"journal\"");
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub fn plugin_schema() -> Spec {
         attr_or("default_user", "string", "\"\""),
         attr_or("allowed_users", "list(string)", "[]"),
         attr_or("allow_root", "bool", "false"),
+        attr_or("logs", "string", "\"nomad\""),
     ])
 }
 
@@ -108,7 +109,8 @@ mod tests {
                 "denied_properties",
                 "default_user",
                 "allowed_users",
-                "allow_root"
+                "allow_root",
+                "logs"
             ]
         );
     }

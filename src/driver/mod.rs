@@ -186,6 +186,7 @@ impl<S: Systemd> Driver<S> {
             .load(std::sync::atomic::Ordering::Relaxed);
         crate::unit::Host {
             systemd_version: (v != 0).then_some(v),
+            ..crate::unit::Host::default()
         }
     }
 

@@ -40,7 +40,11 @@ impl<S: Systemd> Driver<S> {
         if !user.is_empty() {
             spec.user_gid = primary_gid(&user);
         }
-        let plan = plan_on(&spec, &cfg, &config, self.host())?;
+        let host = crate::unit::Host {
+            log_fifos_missing: log_fifos_missing(&spec.stdout_path, &spec.stderr_path),
+            ..self.host()
+        };
+        let plan = plan_on(&spec, &cfg, &config, host)?;
         if !user.is_empty()
             && spec.user_gid.is_none()
             && plan.settings.iter().any(|(n, _)| n == "User")
@@ -320,4 +324,15 @@ fn primary_gid(user: &str) -> Option<u32> {
 fn zeroed_passwd() -> libc::passwd {
     // SAFETY: passwd is plain old data (integers and pointers); all-zero is a valid value.
     unsafe { std::mem::zeroed() }
+}
+
+/// Whether Nomad passed FIFO-style log paths with no FIFO behind them: the agent's
+/// `disable_log_collection` (docs/nomad-contract.md, *Log FIFOs*). Only `stat`ed, never opened: an
+/// open would block or create a stray file. `/dev/null` and empty paths are the planner's.
+pub(crate) fn log_fifos_missing(stdout: &str, stderr: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    [stdout, stderr]
+        .into_iter()
+        .filter(|p| !p.is_empty() && *p != "/dev/null")
+        .any(|p| !std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()))
 }

@@ -1,0 +1,206 @@
+//! Where task output goes (plugin key `logs`), on a real private systemd with its own journald;
+//! the journal is read with `journalctl` inside the namespace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::nomad::{Alloc, JobConfig};
+use common::session::{Session, plugin_config};
+use common::systemd::{PrivateSystemd, require};
+use nomad_driver_systemd::proto::drivers::{RecoverTaskRequest, TaskHandle};
+use serde_json::Value;
+
+const SECS: Duration = Duration::from_secs(20);
+
+async fn session(logs: &str) -> Option<Session> {
+    if !require() {
+        return None;
+    }
+    let config = if logs.is_empty() {
+        Vec::new()
+    } else {
+        plugin_config(&[("logs", rmpv::Value::from(logs))])
+    };
+    Some(Session::new(config).await)
+}
+
+/// The journal's entries of one allocation, as `journalctl -o json` prints them.
+fn journal(sd: &PrivateSystemd, alloc_id: &str) -> Vec<BTreeMap<String, Value>> {
+    sd.exec(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "json",
+        &format!("NOMAD_ALLOC_ID={alloc_id}"),
+    ])
+    .lines()
+    .filter_map(|l| serde_json::from_str(l).ok())
+    .collect()
+}
+
+fn field<'a>(e: &'a BTreeMap<String, Value>, k: &str) -> &'a str {
+    e.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The MESSAGE of each entry, waiting until `want` of them are there.
+async fn journal_messages(sd: &PrivateSystemd, alloc_id: &str, want: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + SECS;
+    loop {
+        let got: Vec<String> = journal(sd, alloc_id)
+            .iter()
+            .map(|e| field(e, "MESSAGE").to_string())
+            .collect();
+        if got.len() >= want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn journal_setting_puts_every_line_in_the_journal_with_nomad_fields() {
+    let Some(s) = session("journal").await else {
+        return;
+    };
+    let alloc = Alloc::new("mixed");
+    let job = JobConfig::sh("for i in 1 2 3; do echo out-$i; echo err-$i >&2; done");
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let entries = {
+        journal_messages(&s.sd, &alloc.id, 6).await;
+        journal(&s.sd, &alloc.id)
+    };
+    let messages: Vec<&str> = entries.iter().map(|e| field(e, "MESSAGE")).collect();
+    // every line once, in the order written: systemd gives stdout and stderr one journal
+    // stream (ARCHITECTURE.md, *Task logs*), so journald cannot tell them apart, but keeps order
+    assert_eq!(
+        messages,
+        ["out-1", "err-1", "out-2", "err-2", "out-3", "err-3"]
+    );
+    let streams: std::collections::BTreeSet<&str> =
+        entries.iter().map(|e| field(e, "_STREAM_ID")).collect();
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    let unit = s.sd.nomad_units().into_iter().next().unwrap_or_default();
+    for e in &entries {
+        assert_eq!(field(e, "NOMAD_ALLOC_ID"), alloc.id);
+        assert_eq!(field(e, "NOMAD_JOB_NAME"), "test");
+        assert_eq!(field(e, "NOMAD_GROUP_NAME"), "group");
+        assert_eq!(field(e, "NOMAD_TASK_NAME"), "mixed");
+        assert_eq!(field(e, "NOMAD_NAMESPACE"), "default");
+        assert_eq!(field(e, "SYSLOG_IDENTIFIER"), "mixed");
+        assert_eq!(field(e, "_TRANSPORT"), "stdout");
+        assert_eq!(field(e, "PRIORITY"), "6");
+        if !unit.is_empty() {
+            assert_eq!(field(e, "_SYSTEMD_UNIT"), unit);
+        }
+    }
+    // `list` and systemd agree on where the unit's output goes
+    assert_eq!(s.sd.show(&unit, "StandardOutput"), "journal");
+    assert_eq!(s.sd.show(&unit, "StandardError"), "journal");
+    // Nomad's FIFOs were left alone
+    assert_eq!(alloc.stdout.text(), "");
+    assert_eq!(alloc.stderr.text(), "");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn disabled_nomad_logs_still_reach_the_journal() {
+    let Some(s) = session("").await else { return };
+    let alloc = Alloc::new("quiet");
+    let job = JobConfig::sh("echo to-out; echo to-err >&2");
+    // logs { disabled = true }
+    let mut task = alloc.task_config(1, &job);
+    task.stdout_path = "/dev/null".into();
+    task.stderr_path = "/dev/null".into();
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+    let got = journal_messages(&s.sd, &alloc.id, 2).await;
+    assert!(got.contains(&"to-out".to_string()), "{got:?}");
+    assert!(got.contains(&"to-err".to_string()), "{got:?}");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn disable_log_collection_paths_are_never_opened_and_output_reaches_the_journal() {
+    let Some(s) = session("").await else { return };
+    let alloc = Alloc::new("nofifo");
+    let job = JobConfig::sh("echo collected-by-nobody");
+    // disable_log_collection: FIFO-style paths, no logmon, no FIFOs
+    let mut task = alloc.task_config(1, &job);
+    let logs = alloc.dir.join("alloc/logs");
+    let (out, err) = (
+        logs.join(".absent.stdout.fifo"),
+        logs.join(".absent.stderr.fifo"),
+    );
+    task.stdout_path = out.display().to_string();
+    task.stderr_path = err.display().to_string();
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+    let got = journal_messages(&s.sd, &alloc.id, 1).await;
+    assert_eq!(got, ["collected-by-nobody"]);
+    assert!(
+        !out.exists() && !err.exists(),
+        "a stray log file was created"
+    );
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
+fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
+    let mut handle = handle.clone();
+    if let Some(c) = handle.config.as_mut() {
+        c.msgpack_driver_config.clear();
+    }
+    RecoverTaskRequest {
+        task_id: String::new(),
+        handle: Some(handle),
+    }
+}
+
+/// The plugin is not in the output's path: SIGKILLed mid-stream and relaunched, the journal
+/// has every line exactly once.
+#[tokio::test]
+async fn plugin_killed_mid_stream_loses_and_doubles_no_journal_line() {
+    let Some(mut s) = session("journal").await else {
+        return;
+    };
+    let alloc = Alloc::new("stream");
+    let job = JobConfig::sh(
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i; [ $((i % 2)) = 0 ] && echo e-$i >&2; sleep 0.005; done",
+    );
+    let task = alloc.task_config(1, &job);
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    // mid-stream: some lines are in, most are not
+    let seen = journal_messages(&s.sd, &alloc.id, 20).await;
+    assert!(seen.len() >= 20 && seen.len() < 600, "{}", seen.len());
+    s.plugin.take().unwrap().crash();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let got = journal_messages(&s.sd, &alloc.id, 600).await;
+    let mut want: Vec<String> = Vec::new();
+    for i in 1..=400 {
+        want.push(format!("line-{i}"));
+        if i % 2 == 0 {
+            want.push(format!("e-{i}"));
+        }
+    }
+    let mut sorted = got.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want, "lost or doubled lines");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

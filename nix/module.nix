@@ -121,6 +121,19 @@ in
             default = false;
             description = "Whether tasks may run as `root` (uid 0).";
           };
+          sandbox = mkOption {
+            type = types.enum [
+              "strict"
+              "none"
+            ];
+            default = "strict";
+            description = "Isolation of every transient task: `strict` makes the host read-only to it (`ProtectSystem=strict`), hides `/home`, `/root` and `/run/user` (`ProtectHome=yes`), and sets `PrivateDevices`, `NoNewPrivileges`, `ProtectKernel*`, `ProtectControlGroups`, `RestrictSUIDSGID` and `LockPersonality`; only the task's binds are writable. `none` leaves the host as the task's user sees it.";
+          };
+          allow_loosening = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            description = "Sandbox settings (e.g. `ProtectHome`) that a job's `properties` may set to a looser value. Empty: jobs may only tighten the sandbox.";
+          };
           logs = mkOption {
             type = types.enum [
               "nomad"

@@ -510,3 +510,40 @@ async fn secrets_stay_secret() {
     );
     s.finish().await;
 }
+
+/// The default sandbox: even a root task cannot write the host's /etc or /usr nor read /root,
+/// and still writes its own directories.
+#[tokio::test]
+async fn the_host_is_read_only_to_tasks() {
+    if !require() {
+        return;
+    }
+    let s = Session::new(plugin_config(&[("allow_root", rmpv::Value::from(true))])).await;
+    let alloc = Alloc::new("box");
+    let script = "exec > /local/out 2>&1; \
+        for p in /etc/nds-probe /usr/nds-probe /var/lib/nds-probe; do \
+          if touch $p 2>/dev/null; then echo $p-writable; rm -f $p; else echo $p-refused; fi; done; \
+        if [ -n \"$(ls -A /root 2>/dev/null)\" ]; then echo root-visible; else echo root-hidden; fi; \
+        touch /local/ok /alloc/data/ok /tmp/ok && echo own-dirs-writable";
+    let mut task = alloc.task_config(1, &JobConfig::sh(script));
+    task.user = "root".into();
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+    let out = std::fs::read_to_string(alloc.dir.join("box/local/out")).unwrap();
+    for want in [
+        "/etc/nds-probe-refused",
+        "/usr/nds-probe-refused",
+        "/var/lib/nds-probe-refused",
+        "root-hidden",
+        "own-dirs-writable",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    assert!(!std::path::Path::new("/etc/nds-probe").exists());
+    assert!(
+        std::fs::read_dir("/root").unwrap().next().is_some(),
+        "the probe needs a non-empty /root on the host"
+    );
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

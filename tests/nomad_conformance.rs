@@ -98,6 +98,12 @@ fn release_binary() -> PathBuf {
 /// Builds the client: stubs from proto/ (never stale: regenerated every run), `go vet`, its
 /// unit tests, the binary.
 fn build_client() -> PathBuf {
+    // Two `cargo test` runs in one tree must not regenerate pb/ under each other's `go build`.
+    let lock = std::fs::File::create(target_dir().join("nomad-conformance-client.lock"))
+        .expect("lock file");
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
     let version = go(&["version"]).output();
     match version {
         Ok(o) if o.status.success() => {}
@@ -118,6 +124,7 @@ fn build_client() -> PathBuf {
         "go build",
         &mut go(&["build", "-o", bin.to_str().expect("utf-8 path"), "."]),
     );
+    drop(lock);
     bin
 }
 

@@ -22,6 +22,10 @@ pub struct PluginConfig {
     /// allocation's dynamic user).
     pub allowed_users: Vec<String>,
     pub allow_root: bool,
+    /// The isolation every transient task gets unless the job tightens it further.
+    pub sandbox: Sandbox,
+    /// Sandbox settings a job's `properties` may loosen (by property name); empty: none.
+    pub allow_loosening: Vec<String>,
     /// Where task output goes (`logs`).
     pub logs: Logs,
 }
@@ -58,6 +62,26 @@ impl Logs {
     }
 }
 
+/// `sandbox = "strict" | "none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sandbox {
+    /// The host is read-only to the task, `/home`, `/root`, `/run/user` are hidden, kernel
+    /// knobs, cgroups and devices are out of reach, no privilege can be gained.
+    #[default]
+    Strict,
+    /// Only what the task's binds and identity imply: for hosts that need the old view.
+    None,
+}
+
+impl Sandbox {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::Strict => "strict",
+            Sandbox::None => "none",
+        }
+    }
+}
+
 impl Default for PluginConfig {
     fn default() -> Self {
         Self {
@@ -69,6 +93,8 @@ impl Default for PluginConfig {
             default_user: String::new(),
             allowed_users: Vec::new(),
             allow_root: false,
+            sandbox: Sandbox::Strict,
+            allow_loosening: Vec::new(),
             logs: Logs::default(),
         }
     }
@@ -88,6 +114,7 @@ impl PluginConfig {
         use rmpv::Value;
         let list = |l: &[String]| Value::Array(l.iter().map(|s| Value::from(s.as_str())).collect());
         let map = Value::Map(vec![
+            (Value::from("allow_loosening"), list(&self.allow_loosening)),
             (Value::from("allow_root"), Value::from(self.allow_root)),
             (
                 Value::from("allowed_properties"),
@@ -105,6 +132,7 @@ impl PluginConfig {
             ),
             (Value::from("enabled"), Value::from(self.enabled)),
             (Value::from("logs"), Value::from(self.logs.as_str())),
+            (Value::from("sandbox"), Value::from(self.sandbox.as_str())),
             (Value::from("slice"), Value::from(self.slice.as_str())),
         ]);
         let mut out = Vec::new();
@@ -162,6 +190,17 @@ impl PluginConfig {
                     )
                 })?,
             },
+            sandbox: match f.string("sandbox")?.as_deref() {
+                None | Some("strict") => Sandbox::Strict,
+                Some("none") => Sandbox::None,
+                Some(other) => {
+                    return Err(ConfigError::invalid(
+                        "sandbox",
+                        format!("{other:?} is not one of \"strict\", \"none\""),
+                    ));
+                }
+            },
+            allow_loosening: f.string_list("allow_loosening")?.unwrap_or_default(),
         };
         f.finish()?;
         cfg.validate()?;
@@ -209,6 +248,23 @@ impl PluginConfig {
             return Err(ConfigError::invalid(
                 "default_user",
                 format!("{:?} is not a valid user name", self.default_user),
+            ));
+        }
+        if let Some(bad) = self
+            .allow_loosening
+            .iter()
+            .find(|p| !crate::properties::SANDBOX.iter().any(|(n, _)| n == p))
+        {
+            return Err(ConfigError::invalid(
+                "allow_loosening",
+                format!(
+                    "{bad:?} is not one of the sandbox's settings ({})",
+                    crate::properties::SANDBOX
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
         if let Some(bad) = self.allowed_users.iter().find(|u| !valid_user_name(u)) {
@@ -318,15 +374,18 @@ mod tests {
     }
 
     /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
-    /// with `allowed_users` (an empty list) and `logs` (`"nomad"`) in their sorted places. The Go conformance client
+    /// with `allow_loosening`, `allowed_users`, `logs` and `sandbox` in their sorted places. The Go conformance client
     /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
         let golden = hex(concat!(
-            "89aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
+            "8b",
+            "af616c6c6f775f6c6f6f73656e696e6790",
+            "aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
             "ad616c6c6f7765645f757365727390",
             "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3",
             "a46c6f6773a56e6f6d6164",
+            "a773616e64626f78a6737472696374",
             "a5736c696365b16e6f6d61645f7461736b732e736c696365",
         ));
         assert_eq!(PluginConfig::default().to_msgpack(), golden);

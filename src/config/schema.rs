@@ -59,6 +59,8 @@ pub fn plugin_schema() -> Spec {
         attr_or("default_user", "string", "\"\""),
         attr_or("allowed_users", "list(string)", "[]"),
         attr_or("allow_root", "bool", "false"),
+        attr_or("sandbox", "string", "\"strict\""),
+        attr_or("allow_loosening", "list(string)", "[]"),
         attr_or("logs", "string", "\"nomad\""),
     ])
 }
@@ -110,6 +112,8 @@ mod tests {
                 "default_user",
                 "allowed_users",
                 "allow_root",
+                "sandbox",
+                "allow_loosening",
                 "logs"
             ]
         );

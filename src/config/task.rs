@@ -75,6 +75,7 @@ impl TaskUserConfig {
                 format!("{dir:?} must be an absolute path"),
             ));
         }
+        self.check_sizes()?;
         for (what, s) in self
             .command
             .iter()
@@ -90,10 +91,128 @@ impl TaskUserConfig {
     }
 }
 
+impl TaskUserConfig {
+    /// Bounds on what a job may send, so that no input makes the driver (or systemd, which
+    /// keeps every property of every unit in memory) hold arbitrarily much.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        let too_long = |key: String, len: usize, max: usize| {
+            Err(ConfigError::invalid(
+                key,
+                format!("is {len} bytes long, at most {max} are accepted"),
+            ))
+        };
+        for (key, s) in [
+            ("config.command", &self.command),
+            ("config.unit", &self.unit),
+        ]
+        .into_iter()
+        .chain([("config.work_dir", &self.work_dir)])
+        {
+            if let Some(s) = s.as_ref().filter(|s| s.len() > limits::PATH) {
+                return too_long(key.into(), s.len(), limits::PATH);
+            }
+        }
+        if self.args.len() > limits::ARGS {
+            return Err(ConfigError::invalid(
+                "config.args",
+                format!(
+                    "has {} entries, at most {} are accepted",
+                    self.args.len(),
+                    limits::ARGS
+                ),
+            ));
+        }
+        for (i, a) in self.args.iter().enumerate() {
+            if a.len() > limits::ARG {
+                return too_long(format!("config.args[{i}]"), a.len(), limits::ARG);
+            }
+        }
+        let total: usize = self.args.iter().map(String::len).sum();
+        if total > limits::ARGV {
+            return too_long("config.args".into(), total, limits::ARGV);
+        }
+        if self.properties.len() > limits::PROPERTIES {
+            return Err(ConfigError::invalid(
+                "config.properties",
+                format!(
+                    "has {} entries, at most {} are accepted",
+                    self.properties.len(),
+                    limits::PROPERTIES
+                ),
+            ));
+        }
+        for (name, value) in &self.properties {
+            let key = format!("config.properties.{}", name.escape_debug());
+            if name.len() > limits::PROPERTY_NAME {
+                return too_long(key, name.len(), limits::PROPERTY_NAME);
+            }
+            if value.len() > limits::PROPERTY_VALUE {
+                return too_long(key, value.len(), limits::PROPERTY_VALUE);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Size bounds on job input (bytes unless said otherwise). Generous for real jobs: the
+/// kernel's own limits are `PATH_MAX` 4096, `MAX_ARG_STRLEN` 128 KiB per argument and
+/// `ARG_MAX` typically 2 MiB for the whole argv and environment.
+pub mod limits {
+    /// `command`, `unit`, `work_dir`.
+    pub const PATH: usize = 4096;
+    /// One argument, and one environment variable (`KEY=value`).
+    pub const ARG: usize = 128 * 1024;
+    /// Number of arguments.
+    pub const ARGS: usize = 4096;
+    /// All arguments together, and the whole environment.
+    pub const ARGV: usize = 2 * 1024 * 1024;
+    /// Number of `properties`.
+    pub const PROPERTIES: usize = 256;
+    pub const PROPERTY_NAME: usize = 64;
+    /// One property value (systemd reads unit-file lines of up to 1 MiB).
+    pub const PROPERTY_VALUE: usize = 64 * 1024;
+    /// Environment variables.
+    pub const ENV_VARS: usize = 4096;
+    /// A gRPC request from Nomad (its largest, StartTask, carries the task's environment).
+    pub const GRPC_MESSAGE: usize = 16 * 1024 * 1024;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::cty::tests::hex;
+
+    #[test]
+    fn sizes_are_bounded_by_key() {
+        let base = || TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        };
+        let err = |c: TaskUserConfig| c.validate().unwrap_err().to_string();
+        let mut c = base();
+        c.command = Some(format!("/{}", "x".repeat(limits::PATH)));
+        assert!(err(c).starts_with("config.command: is 4097 bytes long"));
+        let mut c = base();
+        c.args = vec!["a".into(), "b".repeat(limits::ARG + 1)];
+        assert!(err(c).starts_with("config.args[1]: is 131073 bytes long"));
+        let mut c = base();
+        c.args = vec![String::new(); limits::ARGS + 1];
+        assert!(err(c).starts_with("config.args: has 4097 entries"));
+        let mut c = base();
+        c.args = vec!["a".repeat(limits::ARG); 17];
+        assert!(err(c).starts_with("config.args: is 2228224 bytes long"));
+        let mut c = base();
+        c.properties = (0..=limits::PROPERTIES)
+            .map(|i| (format!("P{i}"), "1".to_string()))
+            .collect();
+        assert!(err(c).starts_with("config.properties: has 257 entries"));
+        let mut c = base();
+        c.properties = [("Nice".to_string(), "1".repeat(limits::PROPERTY_VALUE + 1))].into();
+        assert!(err(c).starts_with("config.properties.Nice: is 65537 bytes long"));
+        let mut c = base();
+        c.args = vec!["a".repeat(limits::ARG); 8];
+        assert!(c.validate().is_ok(), "1 MiB of arguments is fine");
+    }
 
     fn vector(hexbytes: &str) -> TaskUserConfig {
         TaskUserConfig::from_msgpack(&hex(hexbytes)).unwrap()

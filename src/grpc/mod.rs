@@ -29,8 +29,9 @@ pub fn routes<S: Systemd>(core: Arc<Core<S>>, shutdown: CancellationToken) -> Ro
         core,
         shutdown: shutdown.clone(),
     };
-    Routes::new(BasePluginServer::new(base).max_decoding_message_size(usize::MAX))
-        .add_service(DriverServer::new(driver).max_decoding_message_size(usize::MAX))
+    let max = crate::config::task::limits::GRPC_MESSAGE;
+    Routes::new(BasePluginServer::new(base).max_decoding_message_size(max))
+        .add_service(DriverServer::new(driver).max_decoding_message_size(max))
         .add_service(GrpcControllerServer::new(goplugin::Controller {
             shutdown: shutdown.clone(),
         }))

@@ -9,7 +9,8 @@
 //!   example. **Adding a property is adding a line there.**
 //! * `kind.rs` — the value syntaxes ([`Kind`]); `parse/` — one parser per syntax, each file with
 //!   its own tests; `parse/mod.rs` maps a kind to its parser.
-//! * `policy.rs` — [`PropertyPolicy`], [`DRIVER_OWNED`], [`check_version`].
+//! * `policy.rs` — [`PropertyPolicy`], [`DRIVER_OWNED`], [`check_version`]; `sandbox.rs` — the
+//!   strict sandbox every transient task starts from ([`SANDBOX`], [`strictness`]).
 //! * `error.rs` — [`PropertyError`]; `tests.rs` — checks over the whole table.
 //!
 //! # What this module decides
@@ -61,6 +62,7 @@ mod error;
 mod kind;
 mod parse;
 mod policy;
+mod sandbox;
 mod table;
 #[cfg(test)]
 mod test_support;
@@ -70,6 +72,7 @@ mod tests;
 pub use error::PropertyError;
 pub use kind::{Kind, RlimitKind, WordKind};
 pub use policy::{DRIVER_OWNED, PropertyPolicy, check_version, is_driver_owned};
+pub use sandbox::{SANDBOX, strictness};
 pub use table::{ANY, Class, PROPERTIES, PropertyDef, Section, lookup, names_of};
 
 use crate::vocab::DValue;

@@ -4,11 +4,29 @@
 use std::fmt;
 
 use super::name::{unit_name, valid_unit_name};
-use crate::config::plugin::{Logs, is_root_user, valid_user_name};
+use crate::config::plugin::{Logs, Sandbox, is_root_user, valid_user_name};
+use crate::config::task::limits;
 use crate::config::{PluginConfig, TaskUserConfig};
-use crate::properties::{self, PropertyPolicy, Section};
+use crate::properties::{self, PropertyPolicy, SANDBOX, Section, strictness};
 use crate::task::spec::{Resources, TaskSpec};
 use crate::vocab::{DValue, Mode, env_file_path};
+
+fn sandbox(b: &mut Builder) {
+    for (name, value) in SANDBOX {
+        if b.has(name) {
+            continue; // e.g. PrivateDevices for devices
+        }
+        match properties::to_dbus(name, value) {
+            Ok(dbus) => b.settings.push(Setting {
+                name: (*name).to_string(),
+                text: (*value).to_string(),
+                dbus,
+                section: Section::Service,
+            }),
+            Err(e) => b.error("sandbox", e.to_string()),
+        }
+    }
+}
 
 /// Working directory when the job names none.
 pub const DEFAULT_WORK_DIR: &str = "/local";
@@ -170,6 +188,9 @@ pub fn plan_on(
     filesystem(&mut b, task, mode);
     devices(&mut b, task);
     logs(&mut b, task, plugin, host);
+    if mode == Mode::Transient && plugin.sandbox == Sandbox::Strict {
+        sandbox(&mut b);
+    }
     resources(&mut b, &task.resources);
     if let Some(ns) = &task.network_ns {
         match raw_path(ns) {
@@ -288,8 +309,28 @@ fn exec_start(b: &mut Builder, command: &str, args: &[String]) {
 fn environment(b: &mut Builder, task: &TaskSpec, unit: &str) -> String {
     let mut text = String::new();
     let mut dropped = Vec::new();
+    if task.env.len() > limits::ENV_VARS {
+        b.error(
+            "env",
+            format!(
+                "has {} variables, at most {} are accepted",
+                task.env.len(),
+                limits::ENV_VARS
+            ),
+        );
+        return text;
+    }
     for (k, v) in &task.env {
-        if v.contains('\0') {
+        if k.len() + v.len() + 1 > limits::ARG {
+            b.error(
+                format!("env.{}", k.escape_debug()),
+                format!(
+                    "is {} bytes long, at most {} are accepted",
+                    k.len() + v.len() + 1,
+                    limits::ARG
+                ),
+            );
+        } else if v.contains('\0') {
             b.error(format!("env.{k}"), "value contains a NUL byte");
         } else if valid_env_name(k) {
             text.push_str(&env_file_line(k, v));
@@ -304,6 +345,16 @@ fn environment(b: &mut Builder, task: &TaskSpec, unit: &str) -> String {
             "environment variables systemd cannot pass were left out: {}",
             dropped.join(", ")
         ));
+    }
+    if text.len() > limits::ARGV {
+        b.error(
+            "env",
+            format!(
+                "is {} bytes long, at most {} are accepted",
+                text.len(),
+                limits::ARGV
+            ),
+        );
     }
     let path = env_file_path(unit);
     b.settings.push(Setting {
@@ -723,6 +774,22 @@ fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, 
                 continue;
             }
         };
+        if let Some(floor) = loosens_sandbox(name, value, plugin) {
+            b.error(
+                key,
+                format!(
+                    "{value:?} would loosen the sandbox ({name}={floor}); the operator may allow it with allow_loosening"
+                ),
+            );
+            continue;
+        }
+        if let Some(share) = exceeds_io_share(name, &dbus) {
+            b.error(
+                key,
+                format!("{value:?} takes more than the default I/O share ({share})"),
+            );
+            continue;
+        }
         if let Some(limit) = exceeds_allocation(b, name, &dbus) {
             b.error(
                 key,
@@ -738,6 +805,32 @@ fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, 
             dbus,
             section,
         });
+    }
+}
+
+/// The sandbox's value when a job's value for one of its settings is looser and the operator
+/// did not allow loosening that name.
+fn loosens_sandbox(name: &str, value: &str, plugin: &PluginConfig) -> Option<&'static str> {
+    if plugin.sandbox != Sandbox::Strict || plugin.allow_loosening.iter().any(|n| n == name) {
+        return None;
+    }
+    let (_, floor) = SANDBOX.iter().find(|(n, _)| *n == name)?;
+    match (strictness(name, value), strictness(name, floor)) {
+        (Some(job), Some(ours)) if job < ours => Some(floor),
+        _ => None,
+    }
+}
+
+/// The default I/O weight: a job may take less than its share, never more.
+const DEFAULT_IO_WEIGHT: u64 = 100;
+
+fn exceeds_io_share(name: &str, dbus: &[(String, DValue)]) -> Option<u64> {
+    if name != "IOWeight" && name != "StartupIOWeight" {
+        return None;
+    }
+    match dbus.first() {
+        Some((_, DValue::U64(v))) if *v > DEFAULT_IO_WEIGHT => Some(DEFAULT_IO_WEIGHT),
+        _ => None,
     }
 }
 
@@ -1642,9 +1735,11 @@ mod device_tests {
     #[test]
     fn no_devices_no_device_settings() {
         let t = task(&[]);
-        for name in ["DeviceAllow", "DevicePolicy", "PrivateDevices"] {
+        for name in ["DeviceAllow", "DevicePolicy"] {
             assert!(settings(&t, name).is_empty(), "{name}");
         }
+        // the sandbox's private /dev, once
+        assert_eq!(settings(&t, "PrivateDevices"), ["yes"]);
         assert_eq!(settings(&t, "BindPaths").len(), 1);
     }
 
@@ -1740,6 +1835,21 @@ mod identity_tests {
     }
 
     #[test]
+    fn environment_sizes_are_bounded_by_key() {
+        let mut t = task("a", "web", "");
+        t.env.insert("BIG".into(), "x".repeat(limits::ARG));
+        let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
+        assert_eq!(err.0[0].key, "env.BIG");
+        assert!(err.0[0].message.contains("at most 131072"), "{err}");
+        let mut t = task("a", "web", "");
+        t.env = (0..=limits::ENV_VARS)
+            .map(|i| (format!("V{i}"), String::new()))
+            .collect();
+        let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
+        assert_eq!(err.0[0].key, "env");
+    }
+
+    #[test]
     fn named_users_only_from_the_allow_list() {
         let t = task("a", "web", "www-data");
         let err = plan(&t, &cmd(), &PluginConfig::default()).unwrap_err();
@@ -1771,6 +1881,144 @@ mod identity_tests {
         // root needs allow_root, whatever the list says
         let err = plan(&task("a", "web", "root"), &cmd(), &allowed).unwrap_err();
         assert!(err.0[0].message.contains("allow_root"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod sandbox_tests {
+    //! The default sandbox of transient tasks, and job properties that may only tighten it.
+    use super::*;
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            id: "a/web/0a1b2c3d".into(),
+            name: "web".into(),
+            alloc_id: "a".into(),
+            alloc_dir: "/var/lib/nomad/alloc/a".into(),
+            ..TaskSpec::default()
+        }
+    }
+
+    fn cfg(props: &[(&str, &str)]) -> TaskUserConfig {
+        TaskUserConfig {
+            command: Some("/bin/true".into()),
+            properties: props
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            ..TaskUserConfig::default()
+        }
+    }
+
+    fn get(p: &UnitPlan, name: &str) -> Vec<String> {
+        p.settings
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn refused(c: &TaskUserConfig, plugin: &PluginConfig) -> Vec<String> {
+        plan(&task(), c, plugin)
+            .expect_err("refused")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn transient_tasks_get_the_sandbox_by_default() {
+        let p = plan(&task(), &cfg(&[]), &PluginConfig::default()).unwrap();
+        for (name, value) in SANDBOX {
+            assert_eq!(get(&p, name), [*value], "{name}");
+            assert!(
+                p.properties.iter().any(|(n, _)| n == name),
+                "{name} not sent"
+            );
+        }
+        assert_eq!(get(&p, "PrivateTmp"), ["yes"]);
+        let none = PluginConfig {
+            sandbox: Sandbox::None,
+            ..PluginConfig::default()
+        };
+        let p = plan(&task(), &cfg(&[]), &none).unwrap();
+        for (name, _) in SANDBOX {
+            assert!(get(&p, name).is_empty(), "{name} with sandbox = none");
+        }
+    }
+
+    #[test]
+    fn job_properties_only_tighten_unless_allowed() {
+        let plugin = PluginConfig::default();
+        // tighter or equal: fine, and it replaces the driver's value
+        let p = plan(
+            &task(),
+            &cfg(&[("ProtectHome", "yes"), ("ProtectSystem", "strict")]),
+            &plugin,
+        )
+        .unwrap();
+        assert_eq!(get(&p, "ProtectSystem"), ["strict"]);
+        for (name, value) in [
+            ("ProtectSystem", "full"),
+            ("ProtectSystem", "no"),
+            ("ProtectHome", "read-only"),
+            ("ProtectHome", "tmpfs"),
+            ("NoNewPrivileges", "no"),
+            ("PrivateDevices", "false"),
+            ("ProtectKernelTunables", "off"),
+        ] {
+            let errs = refused(&cfg(&[(name, value)]), &plugin);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].starts_with(&format!("config.properties.{name}: "))
+                    && errs[0].contains("would loosen the sandbox"),
+                "{errs:?}"
+            );
+        }
+        let allowed = PluginConfig {
+            allow_loosening: vec!["ProtectHome".into()],
+            ..PluginConfig::default()
+        };
+        let p = plan(&task(), &cfg(&[("ProtectHome", "read-only")]), &allowed).unwrap();
+        assert_eq!(get(&p, "ProtectHome"), ["read-only"]);
+        // the same floor holds for unit mode, whose template the planner cannot see
+        let unit = PluginConfig {
+            allowed_units: vec!["web@*.service".into()],
+            ..PluginConfig::default()
+        };
+        let mut c = cfg(&[("ProtectSystem", "no")]);
+        c.command = None;
+        c.unit = Some("web@a.service".into());
+        assert!(refused(&c, &unit)[0].contains("would loosen the sandbox"));
+        c.properties.clear();
+        let text = plan(&task(), &c, &unit).unwrap().dropin.unwrap();
+        assert!(
+            !text.contains("ProtectSystem"),
+            "no sandbox in a drop-in: {text}"
+        );
+    }
+
+    #[test]
+    fn io_weight_takes_no_more_than_the_default_share() {
+        let plugin = PluginConfig::default();
+        assert!(plan(&task(), &cfg(&[("IOWeight", "50")]), &plugin).is_ok());
+        assert!(plan(&task(), &cfg(&[("IOWeight", "100")]), &plugin).is_ok());
+        let errs = refused(&cfg(&[("IOWeight", "1000")]), &plugin);
+        assert_eq!(
+            errs,
+            ["config.properties.IOWeight: \"1000\" takes more than the default I/O share (100)"]
+        );
+    }
+
+    #[test]
+    fn loosening_names_must_be_sandbox_settings() {
+        let err = PluginConfig::from_toml("allow_loosening = [\"CPUWeight\"]").unwrap_err();
+        assert!(err.to_string().contains("allow_loosening"), "{err}");
+        let err = PluginConfig::from_toml("sandbox = \"loose\"").unwrap_err();
+        assert!(err.to_string().contains("sandbox"), "{err}");
+        let ok = PluginConfig::from_toml("sandbox = \"none\"\nallow_loosening = [\"ProtectHome\"]");
+        assert_eq!(ok.unwrap().sandbox, Sandbox::None);
     }
 }
 

@@ -70,6 +70,9 @@ let
     default_user = "";
     allowed_users = [ ];
     allow_root = false;
+    sandbox = "strict";
+    allow_loosening = [ ];
+    logs = "nomad";
   };
 
   fullSettings = {
@@ -87,6 +90,9 @@ let
     default_user = "nomad-task";
     allowed_users = [ "www-data" ];
     allow_root = true;
+    sandbox = "none";
+    allow_loosening = [ "ProtectHome" ];
+    logs = "journal";
   };
 
   configs = {

@@ -17,6 +17,7 @@ job "j" {
       driver = "systemd"
       config {
         unit       = "web@${NOMAD_ALLOC_ID}.service"
+        command    = "$$${literal}"
         properties = { A = "1" }
         mount { source = "a" }
         mount { source = "b" }
@@ -52,6 +53,7 @@ func TestJobspecShapes(t *testing.T) {
 	// the client's decode: templates see the task's variables
 	spec := hcldec.ObjectSpec{
 		"unit":       &hcldec.AttrSpec{Name: "unit", Type: cty.String},
+		"command":    &hcldec.AttrSpec{Name: "command", Type: cty.String},
 		"properties": &hcldec.BlockAttrsSpec{TypeName: "properties", ElementType: cty.String},
 		"mount":      &hcldec.BlockListSpec{TypeName: "mount", Nested: hcldec.ObjectSpec{"source": &hcldec.AttrSpec{Name: "source", Type: cty.String}}},
 	}
@@ -62,6 +64,10 @@ func TestJobspecShapes(t *testing.T) {
 	}
 	if got := val.GetAttr("unit").AsString(); got != "web@abc.service" {
 		t.Errorf("unit %q", got)
+	}
+	// so a literal "${" reaches the driver only when written "$$${" in an HCL2 job
+	if got := val.GetAttr("command").AsString(); got != "${literal}" {
+		t.Errorf("command %q", got)
 	}
 	if got := val.GetAttr("properties").Index(cty.StringVal("A")).AsString(); got != "1" {
 		t.Errorf("properties.A %q", got)

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -85,6 +86,9 @@ type Launch struct {
 	Client *plugin.Client
 	Stubs  *Stubs
 	Log    *syncBuf
+	// the plugin's raw stderr lines, as go-plugin read them (ClientConfig.Stderr: a tap that
+	// Nomad leaves at io.Discard; it changes nothing in how go-plugin parses the lines)
+	Stderr *syncBuf
 }
 
 // allLogs keeps every launch's log, to show the plugin's warnings and errors when a scenario
@@ -108,32 +112,35 @@ func dumpProblems() {
 	}
 }
 
-func dispense(c *plugin.Client, log *syncBuf) (*Launch, error) {
+func dispense(c *plugin.Client, log, stderr *syncBuf, what string) (*Launch, error) {
 	rpc, err := c.Client()
 	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("go-plugin client: %w\n%s", err, log.String())
 	}
-	raw, err := rpc.Dispense("driver")
+	raw, err := rpc.Dispense(what)
 	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("dispense: %w", err)
 	}
-	return &Launch{Client: c, Stubs: raw.(*Stubs), Log: log}, nil
+	return &Launch{Client: c, Stubs: raw.(*Stubs), Log: log, Stderr: stderr}, nil
 }
 
 // LaunchPlugin execs the binary as the agent does (no arguments unless the operator set
 // plugin.args; the agent's environment; go-plugin adds the cookie and protocol variables).
-func LaunchPlugin(binary, name string, verbose bool) (*Launch, error) {
+// The loader dispenses "base" (loader/init.go fingerprintPlugin), the driver manager "driver".
+func LaunchPlugin(binary, name string, verbose bool, what string) (*Launch, error) {
 	logger, buf := newLogger(name, verbose)
+	stderr := &syncBuf{}
 	c := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          pluginSet,
 		Cmd:              exec.Command(binary),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
+		Stderr:           stderr,
 	})
-	return dispense(c, buf)
+	return dispense(c, buf, stderr, what)
 }
 
 // ReattachPlugin connects to a running plugin without a handshake, as the driver manager
@@ -147,12 +154,13 @@ func ReattachPlugin(rc *plugin.ReattachConfig, name string, verbose bool) (*Laun
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 	})
-	return dispense(c, buf)
+	return dispense(c, buf, &syncBuf{}, "driver")
 }
 
 // Kill ends the launch with go-plugin's Client.Kill and reports an error unless the plugin
 // exited by itself after GRPCController/Shutdown, i.e. go-plugin did not have to SIGKILL it
-// after its 2 s grace period (it logs "plugin failed to exit gracefully" when it does).
+// after its 2 s grace period (it logs "plugin failed to exit gracefully" when it does), or the
+// process exited with an error, or any stderr line fails CheckLog.
 func (l *Launch) Kill() error {
 	start := time.Now()
 	l.Client.Kill()
@@ -173,15 +181,44 @@ func (l *Launch) Kill() error {
 			return fmt.Errorf("the plugin did not exit cleanly: %s", strings.TrimSpace(line))
 		}
 	}
-	return nil
+	return l.CheckLog()
 }
 
-// CheckLog fails on lines go-plugin could not take as hclog JSON from the plugin's stderr.
-// go-plugin re-logs a JSON line at its own level; a line that is not JSON is logged at DEBUG
-// raw (that is how Nomad would show it, but our plugin promises JSON only).
+// CheckLog checks every stderr line the plugin wrote against what go-plugin's reader
+// (client.go logStderr, log_entry.go parseJSON) takes as an hclog JSON entry: a JSON object
+// whose @message and @level are strings (a non-string one panics the agent), a level hclog
+// knows (otherwise the raw line is logged at DEBUG), and @timestamp, if present, a string in
+// 2006-01-02T15:04:05.000000Z07:00 form (otherwise the line counts as not JSON).
 func (l *Launch) CheckLog() error {
+	n := 0
+	for _, line := range strings.Split(l.Stderr.String(), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		n++
+		var raw map[string]any
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			return fmt.Errorf("stderr line is not JSON: %q", line)
+		}
+		if _, ok := raw["@message"].(string); !ok {
+			return fmt.Errorf("@message is not a string: %q", line)
+		}
+		lvl, ok := raw["@level"].(string)
+		if !ok || hclog.LevelFromString(lvl) == hclog.NoLevel {
+			return fmt.Errorf("@level %v is not an hclog level: %q", raw["@level"], line)
+		}
+		if ts, present := raw["@timestamp"]; present {
+			s, ok := ts.(string)
+			if !ok {
+				return fmt.Errorf("@timestamp is not a string: %q", line)
+			}
+			if _, err := time.Parse("2006-01-02T15:04:05.000000Z07:00", s); err != nil {
+				return fmt.Errorf("@timestamp %q: %v", s, err)
+			}
+		}
+	}
 	for _, line := range strings.Split(l.Log.String(), "\n") {
-		if strings.Contains(line, "panic") || strings.Contains(line, "fatal error") {
+		if strings.Contains(line, "panic: ") || strings.Contains(line, "fatal error: ") {
 			return fmt.Errorf("plugin log: %s", line)
 		}
 	}

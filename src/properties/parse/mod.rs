@@ -17,6 +17,7 @@ mod size;
 mod time;
 mod words;
 
+pub(crate) use scalar::parse_bool;
 #[cfg(test)]
 pub(crate) use size::SIZE_HINT;
 

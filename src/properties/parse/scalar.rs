@@ -128,8 +128,8 @@ fn enum_value(values: &[&'static str], v: &str) -> Res<&'static str> {
         .ok_or_else(|| Some(one_of(values)))
 }
 
-/// systemd's `parse_boolean`.
-pub(super) fn parse_bool(v: &str) -> Option<bool> {
+/// systemd's boolean words (`parse_boolean`).
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     const T: &[&str] = &["1", "yes", "y", "true", "t", "on"];
     const F: &[&str] = &["0", "no", "n", "false", "f", "off"];
     if T.iter().any(|x| x.eq_ignore_ascii_case(v)) {

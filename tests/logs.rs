@@ -204,3 +204,115 @@ async fn plugin_killed_mid_stream_loses_and_doubles_no_journal_line() {
     s.destroy(&task.id).await;
     s.finish().await;
 }
+
+/// `logs = "both"`: Nomad's two files as with `nomad`, and every line in the journal once,
+/// stdout at priority 6, stderr at 3, with the task's fields and unit.
+#[tokio::test]
+async fn both_puts_each_stream_in_nomads_file_and_the_journal() {
+    let Some(s) = session("both").await else {
+        return;
+    };
+    let alloc = Alloc::new("mixed");
+    let job = JobConfig::sh("for i in 1 2 3; do echo out-$i; echo err-$i >&2; done; printf tail");
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let unit = s.sd.nomad_units().into_iter().next().unwrap_or_default();
+    // DestroyTask right after WaitTask, as Nomad does: the tail still arrives
+    s.destroy(&task.id).await;
+    assert!(alloc.stdout.wait_for("tail", SECS));
+    assert_eq!(alloc.stdout.text(), "out-1\nout-2\nout-3\ntail");
+    assert_eq!(alloc.stderr.text(), "err-1\nerr-2\nerr-3\n");
+    journal_messages(&s.sd, &alloc.id, 7).await;
+    let entries: Vec<_> = journal(&s.sd, &alloc.id)
+        .into_iter()
+        .filter(|e| !field(e, "NOMAD_LOG_STREAM").is_empty())
+        .collect();
+    let got: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                field(e, "MESSAGE").to_string(),
+                field(e, "PRIORITY").to_string(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = Vec::new();
+    for i in 1..=3 {
+        want.push((format!("out-{i}"), "6".into()));
+        want.push((format!("err-{i}"), "3".into()));
+    }
+    want.push(("tail".into(), "6".into()));
+    let (mut g, mut w) = (got.clone(), want.clone());
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "{got:?}");
+    for e in &entries {
+        assert_eq!(field(e, "NOMAD_JOB_NAME"), "test");
+        assert_eq!(field(e, "NOMAD_GROUP_NAME"), "group");
+        assert_eq!(field(e, "NOMAD_TASK_NAME"), "mixed");
+        assert_eq!(field(e, "NOMAD_NAMESPACE"), "default");
+        assert_eq!(field(e, "SYSLOG_IDENTIFIER"), "mixed");
+        assert_eq!(field(e, "OBJECT_SYSTEMD_UNIT"), unit);
+    }
+    // the unit's own name finds them (`journalctl -u` adds `_UID=0`, which journald records
+    // only for a sender in its own PID namespace: the host's plugin is not in the fixture's)
+    let by_unit = s.sd.exec(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        &format!("OBJECT_SYSTEMD_UNIT={unit}"),
+    ]);
+    assert!(by_unit.contains("err-2"), "{unit}: {by_unit}");
+    s.finish().await;
+}
+
+/// `logs = "both"`, the plugin SIGKILLed mid-stream and relaunched: Nomad's files and the
+/// journal each hold every line exactly once.
+#[tokio::test]
+async fn both_survives_a_plugin_kill_without_loss_or_doubles() {
+    let Some(mut s) = session("both").await else {
+        return;
+    };
+    let alloc = Alloc::new("stream");
+    let job = JobConfig::sh(
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i; [ $((i % 2)) = 0 ] && echo e-$i >&2; sleep 0.005; done",
+    );
+    let task = alloc.task_config(1, &job);
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let seen = journal_messages(&s.sd, &alloc.id, 20).await;
+    assert!(seen.len() >= 20 && seen.len() < 600, "{}", seen.len());
+    s.plugin.take().unwrap().crash();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    s.destroy(&task.id).await;
+    let mut want: Vec<String> = Vec::new();
+    let (mut out, mut err) = (String::new(), String::new());
+    for i in 1..=400 {
+        want.push(format!("line-{i}"));
+        out.push_str(&format!("line-{i}\n"));
+        if i % 2 == 0 {
+            want.push(format!("e-{i}"));
+            err.push_str(&format!("e-{i}\n"));
+        }
+    }
+    assert!(alloc.stdout.wait_for("line-400\n", SECS));
+    assert_eq!(alloc.stdout.text(), out);
+    assert!(alloc.stderr.wait_for("e-400\n", SECS));
+    assert_eq!(alloc.stderr.text(), err);
+    let mut got = journal_messages(&s.sd, &alloc.id, 600).await;
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "lost or doubled lines");
+    assert_eq!(got, want);
+    s.finish().await;
+}

@@ -40,16 +40,20 @@ pub enum Logs {
     /// The journal (`StandardOutput=journal`), with the unit's `NOMAD_*` fields: `journalctl`
     /// sees them, `nomad alloc logs` does not.
     Journal,
+    /// Nomad's FIFOs as with `Nomad`, and the plugin's one forwarder copies logmon's files
+    /// into the journal: both views, stdout and stderr apart.
+    Both,
 }
 
 impl Logs {
     /// The values the key accepts, in documentation order.
-    pub const VALUES: [&'static str; 2] = ["nomad", "journal"];
+    pub const VALUES: [&'static str; 3] = ["nomad", "journal", "both"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Nomad => "nomad",
             Self::Journal => "journal",
+            Self::Both => "both",
         }
     }
 
@@ -57,6 +61,7 @@ impl Logs {
         match s {
             "nomad" => Some(Self::Nomad),
             "journal" => Some(Self::Journal),
+            "both" => Some(Self::Both),
             _ => None,
         }
     }
@@ -422,7 +427,6 @@ mod tests {
             ),
             ("default_user = \"root\"", "default_user"),
             ("default_user = \"a b\"", "default_user"),
-            ("logs = \"both\"", "logs"),
             ("logs = \"Journal\"", "logs"),
         ];
         for (toml, key) in cases {
@@ -452,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn logs_takes_nomad_or_journal() {
+    fn logs_takes_nomad_journal_or_both() {
         assert_eq!(PluginConfig::default().logs, Logs::Nomad);
         let cfg = PluginConfig::from_toml("logs = \"journal\"").unwrap();
         assert_eq!(cfg.logs, Logs::Journal);
@@ -460,10 +464,17 @@ mod tests {
             PluginConfig::from_msgpack(&cfg.to_msgpack()).unwrap().logs,
             Logs::Journal
         );
-        let err = PluginConfig::from_toml("logs = \"both\"")
+        assert_eq!(
+            PluginConfig::from_toml("logs = \"both\"").unwrap().logs,
+            Logs::Both
+        );
+        let err = PluginConfig::from_toml("logs = \"all\"")
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "logs: \"both\" is not one of \"nomad\", \"journal\"");
+        assert_eq!(
+            err,
+            "logs: \"all\" is not one of \"nomad\", \"journal\", \"both\""
+        );
     }
 
     #[test]

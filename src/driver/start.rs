@@ -94,6 +94,13 @@ impl<S: Systemd> Driver<S> {
             self.remove_unit(&plan.unit, plan.mode, dropin).await;
             return Err(e);
         }
+        if plan
+            .settings
+            .iter()
+            .any(|(n, v)| n == "StandardOutput" && v.starts_with("file:"))
+        {
+            self.follow_logs(&spec, &plan.unit);
+        }
         tracing::info!(unit = %plan.unit, task_id = %spec.id, "task started");
         Ok(Handle { state })
     }

@@ -70,6 +70,7 @@ impl<S: Systemd> Driver<S> {
         self.remove_unit(&task.unit, task.mode, task.state.dropin)
             .await;
         task.monitor.cancel();
+        self.forwarder.drain(id);
         self.lock_tasks().remove(id);
         tracing::info!(unit = %task.unit, task_id = id, "task destroyed");
         Ok(())

@@ -138,9 +138,10 @@ in
             type = types.enum [
               "nomad"
               "journal"
+              "both"
             ];
             default = "nomad";
-            description = "Where task output goes: `nomad` to Nomad's log FIFOs (`nomad alloc logs`, `StandardOutput=file:`), `journal` to the journal with the task's `NOMAD_*` fields (`journalctl NOMAD_ALLOC_ID=…`, `StandardOutput=journal`). Output Nomad does not collect (`logs { disabled = true }`, `disable_log_collection`) goes to the journal either way.";
+            description = "Where task output goes: `nomad` to Nomad's log FIFOs (`nomad alloc logs`, `StandardOutput=file:`); `journal` to the journal with the task's `NOMAD_*` fields (`journalctl NOMAD_ALLOC_ID=…`, `StandardOutput=journal`); `both` to Nomad's FIFOs, with the plugin's one forwarder copying Nomad's log files into the journal (stderr at priority 3). Output Nomad does not collect (`logs { disabled = true }`, `disable_log_collection`) goes to the journal either way.";
           };
         };
       };

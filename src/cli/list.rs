@@ -239,7 +239,15 @@ pub fn run(config: Option<&Path>, json: bool) -> ExitCode {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| super::DEFAULT_RUNTIME_DIR.to_string());
     let entries = match read(&runtime_dir, &plugin.slice, Path::new(super::CGROUP_ROOT)) {
-        Ok(e) => e,
+        Ok(mut e) => {
+            // with logs = "both" the forwarder copies what goes to Nomad into the journal
+            if plugin.logs == crate::config::plugin::Logs::Both {
+                for entry in e.iter_mut().filter(|e| e.logs == "nomad") {
+                    entry.logs = "nomad+journal".into();
+                }
+            }
+            e
+        }
         Err(e) => {
             say_err(&format!("list: {e}"));
             return ExitCode::from(1);

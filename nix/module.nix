@@ -121,6 +121,11 @@ in
             default = false;
             description = "Whether tasks may run as `root` (uid 0).";
           };
+          allow_supplementary_groups = mkOption {
+            type = types.bool;
+            default = false;
+            description = "Whether a user named by a job may keep the supplementary groups the host's group database gives it (systemd always adds them for `User=`). With `false` such a user is refused.";
+          };
           sandbox = mkOption {
             type = types.enum [
               "strict"

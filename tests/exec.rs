@@ -790,3 +790,47 @@ async fn devices_by_any_host_path() {
     assert!(s.sd.nomad_units().is_empty(), "{:?}", s.sd.nomad_units());
     s.finish().await;
 }
+
+/// Exec runs under the task's own seccomp filters (systemd compiles `SystemCallFilter=`, and the
+/// sandbox's `RestrictSUIDSGID`/`LockPersonality`, into them): a system call the job forbade is
+/// forbidden to `nomad alloc exec` too.
+#[tokio::test]
+async fn exec_runs_under_the_tasks_seccomp_filters() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("sec");
+    let mut job = JobConfig::sh("exec sleep 1000");
+    job.properties = Some(vec![("SystemCallFilter".into(), "~mkdir mkdirat".into())]);
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let unit = s.sd.nomad_units().pop().unwrap();
+    let main_pid = s.sd.show(&unit, "MainPID");
+    let filters = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let task_filters = filters(&s.sd.exec(&["cat", &format!("/proc/{main_pid}/status")]));
+    assert!(
+        task_filters.parse::<u32>().unwrap_or(0) > 0,
+        "the task has filters: {task_filters:?}"
+    );
+    let r = exec(
+        &s,
+        &task.id,
+        "mkdir /tmp/nds-seccomp-probe; echo rc=$?; cat /proc/self/status",
+        SECS,
+    )
+    .await;
+    let out = String::from_utf8_lossy(&r.stdout);
+    // SIGSYS (31) kills the forbidden mkdir: 128 + 31
+    assert!(out.contains("rc=159"), "mkdir was not stopped: {out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert_eq!(filters(&out), task_filters, "the same filter stack");
+    // the task itself keeps running: reading its filters did not disturb it
+    assert_eq!(s.sd.show(&unit, "MainPID"), main_pid);
+    assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

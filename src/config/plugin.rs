@@ -21,6 +21,9 @@ pub struct PluginConfig {
     /// Host users a job may name in `user`; empty: none (a job without a user runs as its
     /// allocation's dynamic user).
     pub allowed_users: Vec<String>,
+    /// Whether a named user's supplementary groups (which systemd always adds) are acceptable;
+    /// when false a user that has any is refused.
+    pub allow_supplementary_groups: bool,
     pub allow_root: bool,
     /// The isolation every transient task gets unless the job tightens it further.
     pub sandbox: Sandbox,
@@ -97,6 +100,7 @@ impl Default for PluginConfig {
             denied_properties: Vec::new(),
             default_user: String::new(),
             allowed_users: Vec::new(),
+            allow_supplementary_groups: false,
             allow_root: false,
             sandbox: Sandbox::Strict,
             allow_loosening: Vec::new(),
@@ -121,6 +125,10 @@ impl PluginConfig {
         let map = Value::Map(vec![
             (Value::from("allow_loosening"), list(&self.allow_loosening)),
             (Value::from("allow_root"), Value::from(self.allow_root)),
+            (
+                Value::from("allow_supplementary_groups"),
+                Value::from(self.allow_supplementary_groups),
+            ),
             (
                 Value::from("allowed_properties"),
                 list(&self.allowed_properties),
@@ -185,6 +193,9 @@ impl PluginConfig {
             denied_properties: f.string_list("denied_properties")?.unwrap_or_default(),
             default_user: f.string("default_user")?.unwrap_or_default(),
             allowed_users: f.string_list("allowed_users")?.unwrap_or_default(),
+            allow_supplementary_groups: f
+                .bool("allow_supplementary_groups")?
+                .unwrap_or(d.allow_supplementary_groups),
             allow_root: f.bool("allow_root")?.unwrap_or(d.allow_root),
             logs: match f.string("logs")? {
                 None => d.logs,
@@ -379,14 +390,17 @@ mod tests {
     }
 
     /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
-    /// with `allow_loosening`, `allowed_users`, `logs` and `sandbox` in their sorted places. The Go conformance client
+    /// with `allow_loosening`, `allow_supplementary_groups`, `allowed_users`, `logs` and
+    /// `sandbox` in their sorted places. The Go conformance client
     /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
         let golden = hex(concat!(
-            "8b",
+            "8c",
             "af616c6c6f775f6c6f6f73656e696e6790",
-            "aa616c6c6f775f726f6f74c2b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
+            "aa616c6c6f775f726f6f74c2",
+            "ba616c6c6f775f737570706c656d656e746172795f67726f757073c2",
+            "b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
             "ad616c6c6f7765645f757365727390",
             "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3",
             "a46c6f6773a56e6f6d6164",

@@ -37,8 +37,11 @@ impl<S: Systemd> Driver<S> {
         } else {
             spec.user.clone()
         };
-        if !user.is_empty() {
-            spec.user_gid = primary_gid(&user);
+        if !user.is_empty()
+            && let Some((gid, groups)) = user_groups(&user)
+        {
+            spec.user_gid = Some(gid);
+            spec.user_groups = groups;
         }
         let host = crate::unit::Host {
             log_fifos_missing: log_fifos_missing(&spec.stdout_path, &spec.stderr_path),
@@ -303,9 +306,34 @@ fn resolve_devices(devices: &mut [DeviceSpec]) {
     }
 }
 
-/// The primary group of a host user (by name, or by number for an all-digit name), from the
-/// host's user database.
-fn primary_gid(user: &str) -> Option<u32> {
+/// A host user's primary group and its other groups, as systemd will apply them (`initgroups`).
+fn user_groups(user: &str) -> Option<(u32, Vec<u32>)> {
+    let (name, gid) = passwd_entry(user)?;
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut n = libc::c_int::try_from(groups.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `name` is NUL-terminated; `groups` holds `n` entries, and n is updated to
+        // the number needed when that is not enough.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        let n = usize::try_from(n).unwrap_or(0);
+        if rc >= 0 {
+            groups.truncate(n);
+            break;
+        }
+        if n <= groups.len() || n > 65_536 {
+            return None;
+        }
+        groups.resize(n, 0);
+    }
+    groups.retain(|g| *g != gid);
+    groups.sort_unstable();
+    groups.dedup();
+    Some((gid, groups))
+}
+
+/// A host user's name and primary group (by name, or by number for an all-digit name), from
+/// the host's user database.
+fn passwd_entry(user: &str) -> Option<(std::ffi::CString, u32)> {
     let mut pwd: libc::passwd = zeroed_passwd();
     let mut buf = vec![0u8; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -325,7 +353,12 @@ fn primary_gid(user: &str) -> Option<u32> {
             )
         }
     };
-    (rc == 0 && !out.is_null()).then_some(pwd.pw_gid)
+    if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpw*_r filled pw_name with a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned();
+    Some((name, pwd.pw_gid))
 }
 
 fn zeroed_passwd() -> libc::passwd {

@@ -42,7 +42,16 @@ pub struct TaskContext {
     /// Highest capability number the kernel knows.
     pub(super) cap_last: u32,
     pub(super) rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    /// The main process's seccomp filters, oldest first, to install in the same order.
+    pub(super) seccomp: Vec<SeccompFilter>,
     pub env: Vec<(OsString, OsString)>,
+}
+
+/// One seccomp filter program as the kernel holds it, with the flags it was installed with.
+#[derive(Debug, Clone)]
+pub struct SeccompFilter {
+    pub(super) insns: Vec<libc::sock_filter>,
+    pub(super) flags: u64,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -172,6 +181,17 @@ impl TaskContext {
         let cwd =
             open_at(&dir, c"cwd", dir_flags).map_err(io_err(format!("opening {proc_dir}/cwd")))?;
         let cgroup_procs = open_cgroup_procs(&cgroup, cgroup_root)?;
+        let seccomp = match status.seccomp {
+            0 => Vec::new(),
+            2 => seccomp_filters(pid)?,
+            // strict mode allows only read/write/exit: nothing could be executed under it
+            _ => {
+                return Err(ExecError::Io {
+                    what: format!("{proc_dir} runs in strict seccomp mode"),
+                    source: std::io::Error::other("exec cannot enter it"),
+                });
+            }
+        };
         Ok(Self {
             pid,
             pid_ns,
@@ -182,10 +202,140 @@ impl TaskContext {
             status,
             cap_last: cap_last(),
             rlimits,
+            seccomp,
             env: procfs::parse_environ(&env),
         })
     }
 }
+
+/// `ptrace` requests for reading a tracee's seccomp filters (`linux/ptrace.h`).
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+
+/// `struct seccomp_metadata`.
+#[repr(C)]
+struct SeccompMetadata {
+    filter_off: u64,
+    flags: u64,
+}
+
+/// Reads the seccomp filters of `pid` (a unit's main process, in filter mode) so that an exec'd
+/// command runs under exactly the same stack: systemd compiles `SystemCallFilter=`,
+/// `RestrictSUIDSGID=`, `LockPersonality=` and friends into these. The process is seized and
+/// interrupted for the few microseconds the reads take, then released; it sees no signal.
+/// Runs on one thread throughout, as ptrace requires.
+fn seccomp_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
+    let fail = |what: &str| ExecError::Io {
+        what: format!("{what} of process {pid} to copy its seccomp filters"),
+        source: std::io::Error::last_os_error(),
+    };
+    let null = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: plain ptrace/waitpid calls on a pid; no memory is shared with the tracee.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_SEIZE, pid, null, null) != 0 {
+            return Err(fail("attaching to"));
+        }
+        if libc::ptrace(libc::PTRACE_INTERRUPT, pid, null, null) != 0 {
+            let e = fail("interrupting");
+            libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
+            return Err(e);
+        }
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(pid, &mut status, libc::__WALL);
+            if r == pid {
+                break;
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                let e = fail("waiting for");
+                libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
+                return Err(e);
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Err(ExecError::NotRunning);
+        }
+        let result = read_filters(pid);
+        libc::ptrace(libc::PTRACE_DETACH, pid, null, null);
+        result
+    }
+}
+
+/// # Safety
+/// `pid` must be a ptrace-stopped tracee of the calling thread.
+unsafe fn read_filters(pid: i32) -> Result<Vec<SeccompFilter>, ExecError> {
+    let mut newest_first = Vec::new();
+    for index in 0usize.. {
+        // SAFETY (block): the tracee is stopped; buffers are sized from the kernel's count.
+        let n = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                pid,
+                index as *mut libc::c_void,
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                break;
+            }
+            return Err(ExecError::Io {
+                what: format!("reading seccomp filter {index} of process {pid}"),
+                source: e,
+            });
+        }
+        let len = usize::try_from(n).unwrap_or(0);
+        let mut insns = vec![
+            libc::sock_filter {
+                code: 0,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            };
+            len
+        ];
+        let mut meta = SeccompMetadata {
+            filter_off: u64::try_from(index).unwrap_or(u64::MAX),
+            flags: 0,
+        };
+        // SAFETY: `insns` holds `len` instructions, as the kernel reported; `meta` is the
+        // kernel's struct layout and its size is passed.
+        let (got, meta_ok) = unsafe {
+            let got = libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                pid,
+                index as *mut libc::c_void,
+                insns.as_mut_ptr().cast::<libc::c_void>(),
+            );
+            let meta_ok = libc::ptrace(
+                PTRACE_SECCOMP_GET_METADATA,
+                pid,
+                std::mem::size_of::<SeccompMetadata>() as *mut libc::c_void,
+                (&raw mut meta).cast::<libc::c_void>(),
+            ) >= 0;
+            (got, meta_ok)
+        };
+        if got != n {
+            return Err(ExecError::Io {
+                what: format!("reading seccomp filter {index} of process {pid}"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // only the flags that shape the filter's behaviour (log), never listeners or tsync
+        let flags = if meta_ok {
+            meta.flags & SECCOMP_FILTER_FLAG_LOG
+        } else {
+            0
+        };
+        newest_first.push(SeccompFilter { insns, flags });
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// `SECCOMP_FILTER_FLAG_LOG`.
+pub(super) const SECCOMP_FILTER_FLAG_LOG: u64 = 2;
 
 /// Opens, for writing, `cgroup.procs` of every cgroup listed in a `/proc/<pid>/cgroup` text.
 fn open_cgroup_procs(cgroup: &[u8], cgroup_root: &Path) -> Result<Vec<OwnedFd>, ExecError> {

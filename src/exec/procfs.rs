@@ -19,6 +19,8 @@ pub struct ProcStatus {
     pub cap_bounding: u64,
     /// The pid in each pid namespace, from the reader's namespace inwards (`NSpid`).
     pub nspid: Vec<u32>,
+    /// Seccomp mode: 0 none, 1 strict, 2 filter (`Seccomp`; 0 on kernels without it).
+    pub seccomp: u32,
 }
 
 /// Parses `/proc/<pid>/status`; `Err` names the first missing or malformed field.
@@ -50,12 +52,19 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, String> {
         // kernels before 4.1 have no NSpid: one namespace only
         Err(_) => numbers("Pid")?,
     };
+    let seccomp = match field("Seccomp") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("Seccomp: {v:?} is not a number"))?,
+        Err(_) => 0,
+    };
     Ok(ProcStatus {
         uid: triple("Uid")?,
         gid: triple("Gid")?,
         groups: numbers("Groups")?,
         cap_bounding,
         nspid,
+        seccomp,
     })
 }
 

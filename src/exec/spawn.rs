@@ -14,7 +14,10 @@ use std::process::Stdio;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::ExecError;
-use super::context::TaskContext;
+use super::context::{SeccompFilter, TaskContext};
+
+/// `SECCOMP_SET_MODE_FILTER` for the `seccomp` system call.
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 use super::pty::{self, PtyMaster};
 
 /// How the command's stdio is wired.
@@ -82,6 +85,8 @@ struct ChildSetup {
     groups: Vec<libc::gid_t>,
     uid: [libc::uid_t; 3],
     gid: [libc::gid_t; 3],
+    /// The task's seccomp filters, oldest first.
+    seccomp: Vec<SeccompFilter>,
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -136,6 +141,7 @@ impl ChildSetup {
             groups: ctx.status.groups.clone(),
             uid: ctx.status.uid,
             gid: ctx.status.gid,
+            seccomp: ctx.seccomp.clone(),
         }
     }
 
@@ -171,6 +177,23 @@ impl ChildSetup {
             check(libc::setresgid(self.gid[0], self.gid[1], self.gid[2]))?;
             check(libc::setresuid(self.uid[0], self.uid[1], self.uid[2]))?;
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            // last: the task's filters may forbid what the steps above needed
+            for f in &self.seccomp {
+                let prog = libc::sock_fprog {
+                    len: u16::try_from(f.insns.len())
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+                    filter: f.insns.as_ptr().cast_mut(),
+                };
+                let r = libc::syscall(
+                    libc::SYS_seccomp,
+                    SECCOMP_SET_MODE_FILTER,
+                    f.flags,
+                    &raw const prog,
+                );
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
         }
         Ok(())
     }

@@ -66,6 +66,7 @@ pub fn task_spec(c: &drivers::TaskConfig) -> TaskSpec {
         env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         user: c.user.clone(),
         user_gid: None,
+        user_groups: Vec::new(),
         resources: Resources {
             cpu_mhz: alloc
                 .and_then(|a| a.cpu.as_ref())
@@ -318,7 +319,7 @@ mod tests {
                 other => panic!("{path}: unexpected spec kind {other:?}"),
             }
         }
-        for (schema, n) in [(plugin_schema(), 11), (task_schema(), 5)] {
+        for (schema, n) in [(plugin_schema(), 12), (task_schema(), 5)] {
             let mut named = Vec::new();
             walk(&spec(&schema), "", &mut named);
             assert_eq!(named.len(), n, "{named:?}");

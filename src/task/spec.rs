@@ -82,6 +82,10 @@ pub struct TaskSpec {
     /// (`None` for no user, a dynamic user, or where nobody looked, as in `validate`).
     #[serde(default)]
     pub user_gid: Option<u32>,
+    /// The other groups the host's group database gives `user` (systemd adds them to every
+    /// process of a `User=` unit), looked up with `user_gid`.
+    #[serde(default)]
+    pub user_groups: Vec<u32>,
     pub resources: Resources,
     pub mounts: Vec<MountSpec>,
     pub devices: Vec<DeviceSpec>,

@@ -475,6 +475,16 @@ fn identity(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, mode: Mode)
         );
         return;
     }
+    if !task.user_groups.is_empty() && !plugin.allow_supplementary_groups {
+        b.error(
+            "user",
+            format!(
+                "{user:?} refused: it belongs to supplementary groups {:?}, which systemd would give the task; the operator may allow that with allow_supplementary_groups = true",
+                task.user_groups
+            ),
+        );
+        return;
+    }
     b.set("User", user, DValue::Str(user.to_string()));
     if let Some(gid) = task.user_gid {
         b.set("Group", gid.to_string(), DValue::Str(gid.to_string()));
@@ -1878,6 +1888,20 @@ mod identity_tests {
         };
         let p = plan(&task("a", "web", "nobody"), &cmd(), &default).unwrap();
         assert_eq!(setting(&p, "User").as_deref(), Some("nobody"));
+        // supplementary groups only when the operator allows them
+        let mut grouped = t.clone();
+        grouped.user_groups = vec![103];
+        let err = plan(&grouped, &cmd(), &allowed).unwrap_err();
+        assert_eq!(err.0[0].key, "user");
+        assert!(
+            err.0[0].message.contains("allow_supplementary_groups"),
+            "{err}"
+        );
+        let lenient = PluginConfig {
+            allow_supplementary_groups: true,
+            ..allowed.clone()
+        };
+        assert!(plan(&grouped, &cmd(), &lenient).is_ok());
         // root needs allow_root, whatever the list says
         let err = plan(&task("a", "web", "root"), &cmd(), &allowed).unwrap_err();
         assert!(err.0[0].message.contains("allow_root"), "{err}");

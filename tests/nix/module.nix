@@ -69,6 +69,7 @@ let
     allowed_units = [ ];
     default_user = "";
     allowed_users = [ ];
+    allow_supplementary_groups = false;
     allow_root = false;
     sandbox = "strict";
     allow_loosening = [ ];
@@ -89,6 +90,7 @@ let
     denied_properties = [ "PrivateNetwork" ];
     default_user = "nomad-task";
     allowed_users = [ "www-data" ];
+    allow_supplementary_groups = true;
     allow_root = true;
     sandbox = "none";
     allow_loosening = [ "ProtectHome" ];

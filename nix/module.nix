@@ -202,5 +202,9 @@ in
     environment.systemPackages = [ cfg.package ];
 
     systemd.units = lib.mapAttrs (_: text: { inherit text; }) cfg.unitTemplates;
+
+    # logs = "both": the driver, a child of the agent, forwards every task's lines into the
+    # journal; journald's per-unit rate limit on the agent's unit would drop them.
+    systemd.services.nomad.serviceConfig.LogRateLimitIntervalSec = lib.mkIf (cfg.settings.logs == "both") 0;
   };
 }

@@ -316,3 +316,103 @@ async fn both_survives_a_plugin_kill_without_loss_or_doubles() {
     assert_eq!(got, want);
     s.finish().await;
 }
+
+/// Plugin CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // fields 14 and 15 of stat (utime, stime); field 3 (the state) is the first after ")"
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = tick(11) + tick(12);
+    ticks as f64 / 100.0
+}
+
+fn journal_count(sd: &PrivateSystemd, alloc_id: &str, stream: &str) -> usize {
+    sd.exec(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        &format!("NOMAD_ALLOC_ID={alloc_id}"),
+        &format!("NOMAD_LOG_STREAM={stream}"),
+    ])
+    .lines()
+    .count()
+}
+
+/// `logs = "both"` throughput (README, *Performance*): 200,000 lines of 100 bytes (20 MB)
+/// written at full speed, half to stderr; time until every line is in Nomad's files and in the
+/// journal, lines lost or doubled, plugin CPU. `NDS_LOG_KILL=1` SIGKILLs the plugin midway.
+/// `cargo test --release --test logs -- --ignored --nocapture both_throughput`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn both_throughput() {
+    let Some(mut s) = session("both").await else {
+        return;
+    };
+    let kill = std::env::var_os("NDS_LOG_KILL").is_some();
+    let n = 100_000;
+    let alloc = Alloc::new("bulk");
+    let job = JobConfig::command(
+        "/usr/bin/awk",
+        &[&format!(
+            "BEGIN {{ for (i = 1; i <= {n}; i++) {{ printf \"%-99s\\n\", \"out-\" i; printf \"%-99s\\n\", \"err-\" i > \"/dev/stderr\" }} }}"
+        )],
+    );
+    let task = alloc.task_config(1, &job);
+    let cpu0 = cpu_seconds(s.plugin().pid());
+    let t0 = std::time::Instant::now();
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let mut cpu_before_kill = 0.0;
+    if kill {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cpu_before_kill = cpu_seconds(s.plugin().pid()) - cpu0;
+        s.plugin.take().unwrap().crash();
+        s.relaunch().await;
+        s.plugin()
+            .driver()
+            .recover_task(recover_request(&handle))
+            .await
+            .unwrap();
+    }
+    let cpu_start = if kill {
+        cpu_seconds(s.plugin().pid())
+    } else {
+        cpu0
+    };
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let written = t0.elapsed();
+    let bytes = 100 * n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let (mut out, mut err);
+    loop {
+        out = journal_count(&s.sd, &alloc.id, "stdout");
+        err = journal_count(&s.sd, &alloc.id, "stderr");
+        let files = alloc.stdout.text().len() >= bytes && alloc.stderr.text().len() >= bytes;
+        if (files && out >= n && err >= n) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = t0.elapsed();
+    let cpu = cpu_seconds(s.plugin().pid()) - cpu_start + cpu_before_kill;
+    let mb = 2.0 * bytes as f64 / 1e6;
+    println!(
+        "logs = both{}: {} lines ({mb:.0} MB) written in {:.2} s; in both views after {:.2} s ({:.1} MB/s); journal stdout {out}/{n}, stderr {err}/{n}; Nomad files {}/{} bytes; plugin CPU {cpu:.2} s",
+        if kill {
+            ", plugin SIGKILLed midway"
+        } else {
+            ""
+        },
+        2 * n,
+        written.as_secs_f64(),
+        all.as_secs_f64(),
+        mb / all.as_secs_f64(),
+        alloc.stdout.text().len() + alloc.stderr.text().len(),
+        2 * bytes,
+    );
+    s.destroy(&task.id).await;
+    s.finish().await;
+}

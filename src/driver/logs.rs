@@ -38,6 +38,8 @@ struct Stream {
     offset: u64,
     /// A line begun but not ended (it may continue in the next file).
     carry: Vec<u8>,
+    /// `NOMAD_LOG_POS` of the last line sent (where the next line starts).
+    committed: String,
 }
 
 struct Followed {
@@ -94,6 +96,7 @@ impl Forwarder {
             index: 0,
             offset: 0,
             carry: Vec::new(),
+            committed: String::new(),
         };
         tasks.insert(
             follow.task_id.clone(),
@@ -213,6 +216,7 @@ fn resume(paths: &JournalPaths, t: &mut Followed) {
             Some(p) => p,
             None => (lowest_index(&t.follow, s.name).unwrap_or(0), 0),
         };
+        s.committed = format!("{}:{}", s.index, s.offset);
     }
     t.resumed = true;
 }
@@ -256,6 +260,7 @@ fn pump(sender: &Sender, f: &Follow, s: &mut Stream, flush: bool) -> bool {
                 s.offset += start as u64;
                 return moved;
             }
+            s.committed = pos;
             moved = true;
             start = end + 1;
         }
@@ -295,14 +300,84 @@ fn send(sender: &Sender, f: &Follow, s: &Stream, line: &[u8], pos: &str) -> std:
             ("OBJECT_SYSTEMD_UNIT", f.unit.as_bytes()),
             ("NOMAD_LOG_STREAM", s.name.as_bytes()),
         ];
-        // only the entry that ends the line carries its position
-        if i == last {
-            fields.push(("NOMAD_LOG_POS", pos.as_bytes()));
-        }
+        // the entry that ends the line carries its end; the entries before it where the line
+        // starts, so that a restart between them sends the line again rather than losing it
+        fields.push((
+            "NOMAD_LOG_POS",
+            if i == last { pos } else { &s.committed }.as_bytes(),
+        ));
         for (k, v) in &f.fields {
             fields.push((k.as_str(), v.as_bytes()));
         }
         sender.send(&fields)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    fn received(sock: &UnixDatagram) -> Vec<(String, String)> {
+        sock.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 17];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push((get("MESSAGE"), get("NOMAD_LOG_POS")));
+        }
+        out
+    }
+
+    /// Lines split across logmon's rotation are joined, positions name the file and offset
+    /// after each line, and a restart from a position sends nothing twice.
+    #[test]
+    fn rotated_files_are_read_in_order_and_resumed_by_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let sender = Sender::new(&sock_path).unwrap();
+        let follow = Follow {
+            task_id: "t".into(),
+            unit: "u.service".into(),
+            dir: dir.path().to_path_buf(),
+            task: "web".into(),
+            fields: vec![("NOMAD_ALLOC_ID".into(), "a".into())],
+        };
+        let stream = || Stream {
+            name: "stderr",
+            priority: "3",
+            index: 0,
+            offset: 0,
+            carry: Vec::new(),
+            committed: "0:0".into(),
+        };
+        std::fs::write(dir.path().join("web.stderr.0"), "one\ntw").unwrap();
+        let mut s = stream();
+        assert!(pump(&sender, &follow, &mut s, false));
+        assert_eq!(received(&journal), [("one".into(), "0:4".into())]);
+        // logmon rotates in the middle of a line
+        std::fs::write(dir.path().join("web.stderr.1"), "o\nthree\npart").unwrap();
+        pump(&sender, &follow, &mut s, false);
+        assert_eq!(
+            received(&journal),
+            [("two".into(), "1:2".into()), ("three".into(), "1:8".into())]
+        );
+        // DestroyTask's drain sends the unterminated tail
+        pump(&sender, &follow, &mut s, true);
+        assert_eq!(received(&journal), [("part".into(), "1:12".into())]);
+        // a restart at "1:8" (the newest position in the journal before the tail) resends
+        // only what came after it
+        let mut again = stream();
+        (again.index, again.offset) = (1, 8);
+        pump(&sender, &follow, &mut again, true);
+        assert_eq!(received(&journal), [("part".into(), "1:12".into())]);
+    }
 }

@@ -424,3 +424,59 @@ async fn both_throughput() {
     s.destroy(&task.id).await;
     s.finish().await;
 }
+
+/// Unit mode, `logs = "both"`: the drop-in points the installed unit at Nomad's FIFOs and the
+/// forwarder copies them into the journal, stderr at priority 3.
+#[tokio::test]
+async fn both_covers_unit_mode() {
+    if !require() {
+        return;
+    }
+    let s = Session::new(plugin_config(&[
+        ("logs", rmpv::Value::from("both")),
+        (
+            "allowed_units",
+            rmpv::Value::Array(vec![rmpv::Value::from("echoer@*.service")]),
+        ),
+    ]))
+    .await;
+    std::fs::write(
+        s.sd.runtime_dir().join("system/echoer@.service"),
+        "[Service]\nExecStart=/bin/sh -c 'echo unit-out; echo unit-err >&2'\n",
+    )
+    .unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    let alloc = Alloc::new("echoer");
+    let unit = format!("echoer@{}.service", alloc.id);
+    let job = JobConfig {
+        unit: Some(unit.clone()),
+        ..JobConfig::default()
+    };
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    s.destroy(&task.id).await;
+    assert!(alloc.stdout.wait_for("unit-out\n", SECS));
+    assert!(alloc.stderr.wait_for("unit-err\n", SECS));
+    journal_messages(&s.sd, &alloc.id, 2).await;
+    let mut got: Vec<(String, String, String)> = journal(&s.sd, &alloc.id)
+        .iter()
+        .map(|e| {
+            (
+                field(e, "MESSAGE").to_string(),
+                field(e, "PRIORITY").to_string(),
+                field(e, "OBJECT_SYSTEMD_UNIT").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("unit-err".to_string(), "3".to_string(), unit.clone()),
+            ("unit-out".to_string(), "6".to_string(), unit.clone()),
+        ]
+    );
+    s.finish().await;
+}

@@ -38,6 +38,8 @@ pub struct Report {
     pub task: Option<String>,
     pub unit: Option<String>,
     pub mode: Option<Mode>,
+    /// Where the task's output will go (`nomad`, `journal`, `nomad+journal`), as `list` says it.
+    pub logs: Option<String>,
     /// The unit's settings in unit-file spelling, in the planner's order.
     pub settings: Vec<(String, String)>,
     pub errors: Vec<Problem>,
@@ -56,6 +58,7 @@ impl Report {
             task: None,
             unit: None,
             mode: None,
+            logs: None,
             settings: Vec::new(),
             errors: vec![problem],
             warnings: Vec::new(),
@@ -83,6 +86,7 @@ impl Report {
             "valid": self.valid(),
             "unit": self.unit,
             "mode": self.mode,
+            "logs": self.logs,
             "settings": settings,
             "errors": self.errors,
             "warnings": self.warnings,
@@ -136,6 +140,7 @@ fn check_task(
         task: Some(task.name.clone()),
         unit: None,
         mode: None,
+        logs: None,
         settings: Vec::new(),
         errors,
         warnings,
@@ -145,6 +150,7 @@ fn check_task(
             Ok(p) => {
                 report.unit = Some(p.unit);
                 report.mode = Some(p.mode);
+                report.logs = Some(logs_of(&p.settings, plugin));
                 report.settings = p.settings;
             }
             Err(e) => report
@@ -155,6 +161,23 @@ fn check_task(
     }
     restore(&mut report, &interp, &spec);
     report
+}
+
+/// Where the planned unit's output goes, in `list`'s words.
+fn logs_of(settings: &[(String, String)], plugin: &PluginConfig) -> String {
+    let kind = |name: &str| {
+        let v = settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str());
+        v.split(':').next().unwrap_or("").to_string()
+    };
+    let to = super::list::logs_to(&kind("StandardOutput"), &kind("StandardError"));
+    if to == "nomad" && plugin.logs == crate::config::plugin::Logs::Both {
+        "nomad+journal".into()
+    } else {
+        to
+    }
 }
 
 /// The job's `config {}` through the plugin's own decoder.
@@ -378,6 +401,9 @@ pub fn task_text(r: &Report) -> String {
         };
         let mut rows: Vec<(String, String)> =
             vec![("unit".into(), unit.clone()), ("mode".into(), mode.into())];
+        if let Some(logs) = &r.logs {
+            rows.push(("logs".into(), logs.clone()));
+        }
         rows.extend(r.settings.iter().cloned());
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
@@ -422,8 +448,14 @@ mod tests {
         assert_eq!(s["StandardOutput"], "journal");
         assert_eq!(s["StandardError"], "journal");
         assert_eq!(s["SyslogIdentifier"], "t");
+        assert_eq!(r.logs.as_deref(), Some("journal"));
         let r = &check(&job, &plugin(""))[0];
         assert!(settings_map(r)["StandardError"].starts_with("file:"));
+        assert_eq!(r.logs.as_deref(), Some("nomad"));
+        let r = &check(&job, &plugin("logs = \"both\""))[0];
+        assert_eq!(r.logs.as_deref(), Some("nomad+journal"));
+        assert!(task_text(r).contains("  logs "), "{}", task_text(r));
+        assert_eq!(r.to_json()["logs"], "nomad+journal");
     }
 
     #[test]

@@ -139,6 +139,15 @@ in
             default = [ ];
             description = "Sandbox settings (e.g. `ProtectHome`) that a job's `properties` may set to a looser value. Empty: jobs may only tighten the sandbox.";
           };
+          logs = mkOption {
+            type = types.enum [
+              "nomad"
+              "journal"
+              "both"
+            ];
+            default = "nomad";
+            description = "Where task output goes: `nomad` to Nomad's log FIFOs (`nomad alloc logs`, `StandardOutput=file:`); `journal` to the journal with the task's `NOMAD_*` fields (`journalctl NOMAD_ALLOC_ID=…`, `StandardOutput=journal`); `both` to Nomad's FIFOs, with the plugin's one forwarder copying Nomad's log files into the journal (stderr at priority 3). Output Nomad does not collect (`logs { disabled = true }`, `disable_log_collection`) goes to the journal either way.";
+          };
         };
       };
     };
@@ -193,5 +202,9 @@ in
     environment.systemPackages = [ cfg.package ];
 
     systemd.units = lib.mapAttrs (_: text: { inherit text; }) cfg.unitTemplates;
+
+    # logs = "both": the driver, a child of the agent, forwards every task's lines into the
+    # journal; journald's per-unit rate limit on the agent's unit would drop them.
+    systemd.services.nomad.serviceConfig.LogRateLimitIntervalSec = lib.mkIf (cfg.settings.logs == "both") 0;
   };
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod exec;
 pub mod grpc;
+pub mod journal;
 pub mod logging;
 pub mod nomad_standin;
 pub mod plugin;

@@ -155,8 +155,12 @@ async fn serve_plugin(env: plugin::Env<'_>) -> Result<(), Box<dyn std::error::Er
     let runtime_dir = env(cli::RUNTIME_DIR_ENV)
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| cli::DEFAULT_RUNTIME_DIR.to_string());
+    let journal = nomad_driver_systemd::journal::JournalPaths::from_runtime_dir(
+        std::path::Path::new(&runtime_dir),
+    );
     let systemd = DbusSystemd::new(runtime_dir);
     let driver = Driver::new(systemd.clone(), cli::CGROUP_ROOT);
+    driver.set_journal(journal);
     let shutdown = CancellationToken::new();
     plugin::write_handshake(&path)?;
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "plugin serving");

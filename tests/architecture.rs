@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["vocab", "proto"],
     &["properties"],
-    &["config", "systemd", "stats", "logging"],
+    &["config", "systemd", "stats", "logging", "journal"],
     &["task"],
     &["unit", "exec"],
     &["driver"],

@@ -40,6 +40,8 @@ pub struct Entry {
     pub since_usec: u64,
     pub memory_bytes: Option<u64>,
     pub cpu_nsec: Option<u64>,
+    /// Where the unit's output goes: `nomad`, `journal`, `none`, or per stream.
+    pub logs: String,
 }
 
 impl Entry {
@@ -57,6 +59,7 @@ impl Entry {
             "since_usec": self.since_usec,
             "memory_bytes": self.memory_bytes,
             "cpu_nsec": self.cpu_nsec,
+            "logs": self.logs,
         })
     }
 
@@ -81,6 +84,7 @@ impl Entry {
             utc_timestamp(self.since_usec).unwrap_or_else(|| "-".into()),
             self.memory_bytes.map_or_else(|| "-".into(), human_bytes),
             self.cpu_nsec.map_or_else(|| "-".into(), human_cpu),
+            self.logs.clone(),
             self.unit.clone(),
         ]
     }
@@ -147,6 +151,29 @@ fn entry(unit: String, mode: Mode, parsed: Option<ParsedName>, info: &UnitInfo) 
         since_usec: info.state_change_usec,
         memory_bytes: info.memory_current,
         cpu_nsec: info.cpu_usage_nsec,
+        logs: logs_to(&info.stdout, &info.stderr),
+    }
+}
+
+/// Where a unit's output goes, from its `StandardOutput`/`StandardError`: `nomad` (a file,
+/// which for the driver's units is Nomad's FIFO), `journal`, `none`, or `stdout:X,stderr:Y`
+/// when the two differ.
+pub fn logs_to(stdout: &str, stderr: &str) -> String {
+    fn one(output: &str) -> &str {
+        match output {
+            "file" | "append" | "truncate" => "nomad",
+            "journal" | "journal+console" | "kmsg" | "kmsg+console" => "journal",
+            "null" => "none",
+            "" => "-",
+            other => other,
+        }
+    }
+    let (out, err) = (one(stdout), one(stderr));
+    // stderr = inherit: the same place as stdout
+    if out == err || err == "inherit" {
+        out.to_string()
+    } else {
+        format!("stdout:{out},stderr:{err}")
     }
 }
 
@@ -212,7 +239,15 @@ pub fn run(config: Option<&Path>, json: bool) -> ExitCode {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| super::DEFAULT_RUNTIME_DIR.to_string());
     let entries = match read(&runtime_dir, &plugin.slice, Path::new(super::CGROUP_ROOT)) {
-        Ok(e) => e,
+        Ok(mut e) => {
+            // with logs = "both" the forwarder copies what goes to Nomad into the journal
+            if plugin.logs == crate::config::plugin::Logs::Both {
+                for entry in e.iter_mut().filter(|e| e.logs == "nomad") {
+                    entry.logs = "nomad+journal".into();
+                }
+            }
+            e
+        }
         Err(e) => {
             say_err(&format!("list: {e}"));
             return ExitCode::from(1);
@@ -231,7 +266,7 @@ pub fn run(config: Option<&Path>, json: bool) -> ExitCode {
         say(&table(
             &[
                 "ALLOC ID", "JOB", "GROUP", "TASK", "MODE", "STATE", "SINCE", "MEMORY", "CPU",
-                "UNIT",
+                "LOGS", "UNIT",
             ],
             &rows,
         ));
@@ -311,6 +346,8 @@ mod tests {
                     DValue::Str(format!("Nomad task j/g/server (alloc {ALLOC})")),
                 ),
                 ("Slice".into(), DValue::Str("nomad_tasks.slice".into())),
+                ("StandardOutput".into(), DValue::Str("journal".into())),
+                ("StandardError".into(), DValue::Str("journal".into())),
             ],
         )
         .await
@@ -341,9 +378,20 @@ mod tests {
         let u = entries.iter().find(|e| e.unit == other).unwrap();
         assert_eq!(u.mode, Mode::Unit);
         assert_eq!(u.alloc_id, ALLOC);
+        assert_eq!(t.logs, "journal");
         let j = t.to_json();
+        assert_eq!(j["logs"], "journal");
         assert_eq!(j["mode"], "transient");
         assert_eq!(j["alloc_id"], ALLOC);
+    }
+
+    #[test]
+    fn logs_column_names_the_destination() {
+        assert_eq!(logs_to("file", "file"), "nomad");
+        assert_eq!(logs_to("journal", "journal"), "journal");
+        assert_eq!(logs_to("journal", "inherit"), "journal");
+        assert_eq!(logs_to("null", "null"), "none");
+        assert_eq!(logs_to("file", "journal"), "stdout:nomad,stderr:journal");
     }
 
     #[tokio::test]

@@ -38,6 +38,8 @@ pub struct Report {
     pub task: Option<String>,
     pub unit: Option<String>,
     pub mode: Option<Mode>,
+    /// Where the task's output will go (`nomad`, `journal`, `nomad+journal`), as `list` says it.
+    pub logs: Option<String>,
     /// The unit's settings in unit-file spelling, in the planner's order.
     pub settings: Vec<(String, String)>,
     pub errors: Vec<Problem>,
@@ -56,6 +58,7 @@ impl Report {
             task: None,
             unit: None,
             mode: None,
+            logs: None,
             settings: Vec::new(),
             errors: vec![problem],
             warnings: Vec::new(),
@@ -83,6 +86,7 @@ impl Report {
             "valid": self.valid(),
             "unit": self.unit,
             "mode": self.mode,
+            "logs": self.logs,
             "settings": settings,
             "errors": self.errors,
             "warnings": self.warnings,
@@ -136,6 +140,7 @@ fn check_task(
         task: Some(task.name.clone()),
         unit: None,
         mode: None,
+        logs: None,
         settings: Vec::new(),
         errors,
         warnings,
@@ -145,6 +150,7 @@ fn check_task(
             Ok(p) => {
                 report.unit = Some(p.unit);
                 report.mode = Some(p.mode);
+                report.logs = Some(logs_of(&p.settings, plugin));
                 report.settings = p.settings;
             }
             Err(e) => report
@@ -155,6 +161,23 @@ fn check_task(
     }
     restore(&mut report, &interp, &spec);
     report
+}
+
+/// Where the planned unit's output goes, in `list`'s words.
+fn logs_of(settings: &[(String, String)], plugin: &PluginConfig) -> String {
+    let kind = |name: &str| {
+        let v = settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str());
+        v.split(':').next().unwrap_or("").to_string()
+    };
+    let to = super::list::logs_to(&kind("StandardOutput"), &kind("StandardError"));
+    if to == "nomad" && plugin.logs == crate::config::plugin::Logs::Both {
+        "nomad+journal".into()
+    } else {
+        to
+    }
 }
 
 /// The job's `config {}` through the plugin's own decoder.
@@ -310,6 +333,7 @@ pub fn run(
     };
     let host = Host {
         systemd_version: systemd_version.or_else(super::host_systemd_version),
+        ..Host::default()
     };
     let mut reports = Vec::new();
     let mut empty = Vec::new();
@@ -377,6 +401,9 @@ pub fn task_text(r: &Report) -> String {
         };
         let mut rows: Vec<(String, String)> =
             vec![("unit".into(), unit.clone()), ("mode".into(), mode.into())];
+        if let Some(logs) = &r.logs {
+            rows.push(("logs".into(), logs.clone()));
+        }
         rows.extend(r.settings.iter().cloned());
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
@@ -411,6 +438,24 @@ mod tests {
         format!(
             "job \"j\" {{\n group \"g\" {{\n task \"t\" {{\n driver = \"systemd\"\n config {{\n{config}\n }}\n{extra}\n }}\n }}\n}}\n"
         )
+    }
+
+    #[test]
+    fn logs_setting_shows_where_output_goes() {
+        let job = task("command = \"/bin/true\"", "");
+        let r = &check(&job, &plugin("logs = \"journal\""))[0];
+        let s = settings_map(r);
+        assert_eq!(s["StandardOutput"], "journal");
+        assert_eq!(s["StandardError"], "journal");
+        assert_eq!(s["SyslogIdentifier"], "t");
+        assert_eq!(r.logs.as_deref(), Some("journal"));
+        let r = &check(&job, &plugin(""))[0];
+        assert!(settings_map(r)["StandardError"].starts_with("file:"));
+        assert_eq!(r.logs.as_deref(), Some("nomad"));
+        let r = &check(&job, &plugin("logs = \"both\""))[0];
+        assert_eq!(r.logs.as_deref(), Some("nomad+journal"));
+        assert!(task_text(r).contains("  logs "), "{}", task_text(r));
+        assert_eq!(r.to_json()["logs"], "nomad+journal");
     }
 
     #[test]
@@ -602,6 +647,7 @@ mod tests {
         let job = job::parse(&hcl).unwrap();
         let old = Host {
             systemd_version: Some(245),
+            ..Host::default()
         };
         let r = &check_job("job.hcl", &job, &PluginConfig::default(), old)[0];
         assert!(!r.valid());
@@ -612,6 +658,7 @@ mod tests {
         );
         let new = Host {
             systemd_version: Some(252),
+            ..Host::default()
         };
         assert!(check_job("job.hcl", &job, &PluginConfig::default(), new)[0].valid());
     }

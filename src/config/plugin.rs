@@ -29,6 +29,45 @@ pub struct PluginConfig {
     pub sandbox: Sandbox,
     /// Sandbox settings a job's `properties` may loosen (by property name); empty: none.
     pub allow_loosening: Vec<String>,
+    /// Where task output goes (`logs`).
+    pub logs: Logs,
+}
+
+/// Where a task's stdout and stderr go (plugin key `logs`; ARCHITECTURE.md, *Task logs*).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Logs {
+    /// Nomad's FIFOs, opened by systemd in the unit's exec context (`StandardOutput=file:`):
+    /// `nomad alloc logs` sees them, the journal does not.
+    #[default]
+    Nomad,
+    /// The journal (`StandardOutput=journal`), with the unit's `NOMAD_*` fields: `journalctl`
+    /// sees them, `nomad alloc logs` does not.
+    Journal,
+    /// Nomad's FIFOs as with `Nomad`, and the plugin's one forwarder copies logmon's files
+    /// into the journal: both views, stdout and stderr apart.
+    Both,
+}
+
+impl Logs {
+    /// The values the key accepts, in documentation order.
+    pub const VALUES: [&'static str; 3] = ["nomad", "journal", "both"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nomad => "nomad",
+            Self::Journal => "journal",
+            Self::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nomad" => Some(Self::Nomad),
+            "journal" => Some(Self::Journal),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
 }
 
 /// `sandbox = "strict" | "none"`.
@@ -65,6 +104,7 @@ impl Default for PluginConfig {
             allow_root: false,
             sandbox: Sandbox::Strict,
             allow_loosening: Vec::new(),
+            logs: Logs::default(),
         }
     }
 }
@@ -104,6 +144,7 @@ impl PluginConfig {
                 list(&self.denied_properties),
             ),
             (Value::from("enabled"), Value::from(self.enabled)),
+            (Value::from("logs"), Value::from(self.logs.as_str())),
             (Value::from("sandbox"), Value::from(self.sandbox.as_str())),
             (Value::from("slice"), Value::from(self.slice.as_str())),
         ]);
@@ -156,6 +197,15 @@ impl PluginConfig {
                 .bool("allow_supplementary_groups")?
                 .unwrap_or(d.allow_supplementary_groups),
             allow_root: f.bool("allow_root")?.unwrap_or(d.allow_root),
+            logs: match f.string("logs")? {
+                None => d.logs,
+                Some(v) => Logs::parse(&v).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "logs",
+                        format!("{v:?} is not one of \"{}\"", Logs::VALUES.join("\", \"")),
+                    )
+                })?,
+            },
             sandbox: match f.string("sandbox")?.as_deref() {
                 None | Some("strict") => Sandbox::Strict,
                 Some("none") => Sandbox::None,
@@ -340,19 +390,20 @@ mod tests {
     }
 
     /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
-    /// with `allow_loosening`, `allow_supplementary_groups`, `allowed_users` and `sandbox` in
-    /// their sorted places. The Go conformance client
+    /// with `allow_loosening`, `allow_supplementary_groups`, `allowed_users`, `logs` and
+    /// `sandbox` in their sorted places. The Go conformance client
     /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
         let golden = hex(concat!(
-            "8b",
+            "8c",
             "af616c6c6f775f6c6f6f73656e696e6790",
             "aa616c6c6f775f726f6f74c2",
             "ba616c6c6f775f737570706c656d656e746172795f67726f757073c2",
             "b2616c6c6f7765645f70726f7065727469657390ad616c6c6f7765645f756e69747390",
             "ad616c6c6f7765645f757365727390",
             "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3",
+            "a46c6f6773a56e6f6d6164",
             "a773616e64626f78a6737472696374",
             "a5736c696365b16e6f6d61645f7461736b732e736c696365",
         ));
@@ -390,6 +441,7 @@ mod tests {
             ),
             ("default_user = \"root\"", "default_user"),
             ("default_user = \"a b\"", "default_user"),
+            ("logs = \"Journal\"", "logs"),
         ];
         for (toml, key) in cases {
             let err = PluginConfig::from_toml(toml).unwrap_err().to_string();
@@ -415,6 +467,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("slise"), "{err}");
+    }
+
+    #[test]
+    fn logs_takes_nomad_journal_or_both() {
+        assert_eq!(PluginConfig::default().logs, Logs::Nomad);
+        let cfg = PluginConfig::from_toml("logs = \"journal\"").unwrap();
+        assert_eq!(cfg.logs, Logs::Journal);
+        assert_eq!(
+            PluginConfig::from_msgpack(&cfg.to_msgpack()).unwrap().logs,
+            Logs::Journal
+        );
+        assert_eq!(
+            PluginConfig::from_toml("logs = \"both\"").unwrap().logs,
+            Logs::Both
+        );
+        let err = PluginConfig::from_toml("logs = \"all\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "logs: \"all\" is not one of \"nomad\", \"journal\", \"both\""
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn plugin_schema() -> Spec {
         attr_or("allow_root", "bool", "false"),
         attr_or("sandbox", "string", "\"strict\""),
         attr_or("allow_loosening", "list(string)", "[]"),
+        attr_or("logs", "string", "\"nomad\""),
     ])
 }
 
@@ -114,7 +115,8 @@ mod tests {
                 "allow_supplementary_groups",
                 "allow_root",
                 "sandbox",
-                "allow_loosening"
+                "allow_loosening",
+                "logs"
             ]
         );
     }

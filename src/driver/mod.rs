@@ -3,6 +3,7 @@
 
 mod exec;
 mod fingerprint;
+pub mod logs;
 mod monitor;
 mod oom;
 mod recover;
@@ -152,6 +153,8 @@ pub struct Driver<S: Systemd> {
     /// planner refuses job properties that version lacks.
     systemd_version: std::sync::atomic::AtomicU32,
     shutdown: CancellationToken,
+    /// `logs = "both"`: the node's one log forwarder.
+    forwarder: logs::Forwarder,
 }
 
 impl<S: Systemd> Driver<S> {
@@ -175,7 +178,58 @@ impl<S: Systemd> Driver<S> {
             layout: std::sync::OnceLock::new(),
             systemd_version: std::sync::atomic::AtomicU32::new(0),
             shutdown: CancellationToken::new(),
+            forwarder: logs::Forwarder::default(),
         })
+    }
+
+    /// Where journald is, for the `logs = "both"` forwarder (default: the host's).
+    pub fn set_journal(&self, paths: crate::journal::JournalPaths) {
+        self.forwarder.set_paths(paths);
+    }
+
+    /// Whether the forwarder copies this task's output into the journal.
+    pub fn forwarding(&self, task_id: &str) -> bool {
+        self.forwarder.following(task_id)
+    }
+
+    /// RecoverTask: resumes forwarding a recovered task's output (the spec is Nomad's handle).
+    pub fn resume_logs(&self, spec: &crate::task::TaskSpec) {
+        if let Ok(task) = self.get(&spec.id) {
+            self.follow_logs(spec, &task.unit);
+        }
+    }
+
+    /// `logs = "both"`: follows the task's logmon files (StartTask, and RecoverTask with the
+    /// spec from Nomad's handle) when its output goes to Nomad's FIFOs.
+    pub fn follow_logs(&self, spec: &crate::task::TaskSpec, unit: &str) {
+        if self.config().logs != crate::config::plugin::Logs::Both
+            || start::log_fifos_missing(&spec.stdout_path, &spec.stderr_path)
+            || spec.stdout_path.is_empty()
+            || spec.stdout_path == "/dev/null"
+        {
+            return;
+        }
+        let Some(dir) = std::path::Path::new(&spec.stdout_path).parent() else {
+            return;
+        };
+        let fields = [
+            ("NOMAD_ALLOC_ID", &spec.alloc_id),
+            ("NOMAD_JOB_NAME", &spec.job_name),
+            ("NOMAD_GROUP_NAME", &spec.group),
+            ("NOMAD_TASK_NAME", &spec.name),
+            ("NOMAD_NAMESPACE", &spec.namespace),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        self.forwarder.follow(logs::Follow {
+            task_id: spec.id.clone(),
+            unit: unit.to_string(),
+            dir: dir.to_path_buf(),
+            task: spec.name.clone(),
+            fields,
+        });
     }
 
     pub fn systemd(&self) -> &S {
@@ -203,6 +257,7 @@ impl<S: Systemd> Driver<S> {
             .load(std::sync::atomic::Ordering::Relaxed);
         crate::unit::Host {
             systemd_version: (v != 0).then_some(v),
+            ..crate::unit::Host::default()
         }
     }
 

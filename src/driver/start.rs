@@ -59,7 +59,11 @@ impl<S: Systemd> Driver<S> {
                 spec.user_groups = acct.groups;
             }
         }
-        let plan = plan_on(&spec, &cfg, &config, self.host())?;
+        let host = crate::unit::Host {
+            log_fifos_missing: log_fifos_missing(&spec.stdout_path, &spec.stderr_path),
+            ..self.host()
+        };
+        let plan = plan_on(&spec, &cfg, &config, host)?;
         if !user.is_empty()
             && spec.user_gid.is_none()
             && plan.settings.iter().any(|(n, _)| n == "User")
@@ -104,6 +108,13 @@ impl<S: Systemd> Driver<S> {
             // a concurrent StartTask with the same id won; ours must not linger
             self.clean_up(&plan.unit, plan.mode, dropin).await;
             return Err(e);
+        }
+        if plan
+            .settings
+            .iter()
+            .any(|(n, v)| n == "StandardOutput" && v.starts_with("file:"))
+        {
+            self.follow_logs(&spec, &plan.unit);
         }
         tracing::info!(unit = %plan.unit, task_id = %spec.id, "task started");
         Ok(Handle { state })
@@ -499,4 +510,15 @@ fn passwd_entry_in(
 fn zeroed_passwd() -> libc::passwd {
     // SAFETY: passwd is plain old data (integers and pointers); all-zero is a valid value.
     unsafe { std::mem::zeroed() }
+}
+
+/// Whether Nomad passed FIFO-style log paths with no FIFO behind them: the agent's
+/// `disable_log_collection` (docs/nomad-contract.md, *Log FIFOs*). Only `stat`ed, never opened: an
+/// open would block or create a stray file. `/dev/null` and empty paths are the planner's.
+pub(crate) fn log_fifos_missing(stdout: &str, stderr: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    [stdout, stderr]
+        .into_iter()
+        .filter(|p| !p.is_empty() && *p != "/dev/null")
+        .any(|p| !std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()))
 }

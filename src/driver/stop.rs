@@ -117,6 +117,7 @@ impl<S: Systemd> Driver<S> {
             return Err(e);
         }
         task.monitor.cancel();
+        self.forwarder.drain(id);
         self.lock_tasks().remove(id);
         tracing::info!(unit = %task.unit, task_id = id, "task destroyed");
         self.log_bookkeeping();

@@ -130,6 +130,9 @@ impl<S: Systemd> DriverRpc for DriverService<S> {
             .recover(&id, &handle.driver_state)
             .await
             .map_err(to_status)?;
+        if let Some(c) = &handle.config {
+            self.core.resume_logs(&super::convert::task_spec(c));
+        }
         Ok(Response::new(RecoverTaskResponse {}))
     }
 

@@ -3,7 +3,7 @@
 //! its cty-msgpack driver config.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -128,6 +128,18 @@ impl LogReader {
         let data = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&data);
         let p = path.clone();
+        // logmon copies into `<task>.<stream>.<n>` beside the FIFO; one file, never rotated
+        let copy = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".fifo"))
+            .and_then(|stem| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path.with_file_name(format!("{stem}.0")))
+                    .ok()
+            });
         std::thread::spawn(move || {
             // reopen after each writer closes, as logmon does on the next start
             loop {
@@ -139,6 +151,9 @@ impl LogReader {
                     match f.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
+                            if let Some(mut c) = copy.as_ref() {
+                                let _ = c.write_all(&buf[..n]);
+                            }
                             lock(&sink).extend_from_slice(&buf[..n]);
                             if let Some(echo) = echo.as_mut() {
                                 echo(&buf[..n]);

@@ -729,6 +729,8 @@ impl Systemd for DbusSystemd {
                 .into_iter()
                 .filter_map(|f| String::from_utf8(f).ok())
                 .collect(),
+            stdout: prop(&s, "StandardOutput").unwrap_or_default(),
+            stderr: prop(&s, "StandardError").unwrap_or_default(),
             memory_current: set_u64(&s, "MemoryCurrent"),
             cpu_usage_nsec: set_u64(&s, "CPUUsageNSec"),
             control_group: prop(&s, "ControlGroup").unwrap_or_default(),

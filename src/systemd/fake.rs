@@ -377,6 +377,17 @@ impl Systemd for FakeSystemd {
 
     async fn unit_info(&self, unit: &str) -> Result<Option<UnitInfo>> {
         self.check_reachable()?;
+        // as systemd reports it: `StandardOutputFile` makes `StandardOutput` read `file`
+        let output = |props: &[(String, DValue)], name: &str| {
+            props
+                .iter()
+                .find_map(|(k, v)| match v {
+                    DValue::Str(s) if k == name => Some(s.clone()),
+                    _ if *k == format!("{name}File") => Some("file".to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "inherit".to_string())
+        };
         let text = |props: &[(String, DValue)], name: &str| {
             props.iter().find_map(|(k, v)| match v {
                 DValue::Str(s) if k == name => Some(s.clone()),
@@ -413,6 +424,8 @@ impl Systemd for FakeSystemd {
                     String::new()
                 },
                 log_fields,
+                stdout: output(&u.properties, "StandardOutput"),
+                stderr: output(&u.properties, "StandardError"),
                 memory_current: u.status.memory_current,
                 cpu_usage_nsec: u.status.cpu_usage_nsec,
                 control_group: u.status.control_group.clone(),

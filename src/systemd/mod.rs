@@ -60,6 +60,10 @@ pub struct UnitInfo {
     /// The service's `LogExtraFields=` (`KEY=value`): the driver puts the task's `NOMAD_*`
     /// identity there (never the environment, which holds secrets).
     pub log_fields: Vec<String>,
+    /// `StandardOutput` and `StandardError` as systemd reports them (`journal`, `file`, `null`,
+    /// …), so that `list` can say where the unit's logs go.
+    pub stdout: String,
+    pub stderr: String,
     pub memory_current: Option<u64>,
     pub cpu_usage_nsec: Option<u64>,
     /// The unit's cgroup (`ControlGroup`), for reading usage from cgroupfs where systemd

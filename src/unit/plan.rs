@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::name::{unit_name, valid_unit_name};
-use crate::config::plugin::{Sandbox, is_root_user, valid_user_name};
+use crate::config::plugin::{Logs, Sandbox, is_root_user, valid_user_name};
 use crate::config::task::limits;
 use crate::config::{PluginConfig, TaskUserConfig};
 use crate::properties::{self, PropertyPolicy, SANDBOX, Section, strictness};
@@ -144,6 +144,10 @@ pub struct Host {
     /// systemd's major version (`252`), when known: a job property that version lacks is refused
     /// by key. `None` checks no versions.
     pub systemd_version: Option<u32>,
+    /// Nomad passed FIFO-style log paths that do not exist: the agent runs with
+    /// `disable_log_collection` (no logmon, no FIFOs). The driver learns it with a `stat`, never
+    /// an `open` (docs/nomad-contract.md, *Log FIFOs*); the output then goes to the journal.
+    pub log_fifos_missing: bool,
 }
 
 /// Plans the unit for one task start on a host whose systemd version is unknown.
@@ -209,7 +213,7 @@ pub fn plan_on(
     identity(&mut b, task, plugin, mode);
     filesystem(&mut b, task, mode);
     devices(&mut b, task);
-    logs(&mut b, task);
+    logs(&mut b, task, plugin, host);
     if mode == Mode::Transient && plugin.sandbox == Sandbox::Strict {
         sandbox(&mut b, task);
     }
@@ -736,13 +740,20 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
     b.set("PrivateDevices", "yes", DValue::Bool(true));
 }
 
-fn logs(b: &mut Builder, task: &TaskSpec) {
+/// Where a unit's output goes (ARCHITECTURE.md, *Task logs*): Nomad's FIFOs with
+/// `logs = "nomad"` (the default), else the journal. Output whose FIFO Nomad does not collect
+/// (`logs { disabled = true }`: `/dev/null`; `disable_log_collection`: a path with no FIFO
+/// behind it) goes to the journal whatever the setting, never to `null`.
+fn logs(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, host: Host) {
+    let mut journal = false;
     for (key, name, path) in [
         ("stdout_path", "StandardOutput", &task.stdout_path),
         ("stderr_path", "StandardError", &task.stderr_path),
     ] {
-        if path.is_empty() || path == "/dev/null" {
-            b.set(name, "null", DValue::Str("null".into()));
+        let collected = !(path.is_empty() || path == "/dev/null" || host.log_fifos_missing);
+        if plugin.logs == Logs::Journal || !collected {
+            b.set(name, "journal", DValue::Str("journal".into()));
+            journal = true;
             continue;
         }
         match raw_path(path) {
@@ -757,6 +768,24 @@ fn logs(b: &mut Builder, task: &TaskSpec) {
             }),
         }
     }
+    if !journal {
+        return;
+    }
+    // The task's name tags its lines (`journalctl -t <task>`); a job property may replace it.
+    if !task.name.is_empty() && !has_control(&task.name) {
+        b.set(
+            "SyslogIdentifier",
+            task.name.clone(),
+            DValue::Str(task.name.clone()),
+        );
+    }
+    // journald's per-unit rate limit would drop lines of a chatty task; a job may set its own.
+    b.settings.push(Setting {
+        name: "LogRateLimitIntervalSec".into(),
+        text: "0".into(),
+        dbus: vec![("LogRateLimitIntervalUSec".into(), DValue::U64(0))],
+        section: Section::Service,
+    });
 }
 
 /// Memory limits from Nomad's allocation (docs/nomad-contract.md, *Resources*): `(MemoryLow, MemoryMax)` in bytes,
@@ -1390,7 +1419,8 @@ mod unit_mode_tests {
         task.stderr_path = "/dev/null".into();
         let lines = systemd_lines(&dropin(&task, &unit_cfg()));
         assert!(lines.contains(&"StandardOutput=file:/logs/50%%.fifo".to_string()));
-        assert!(lines.contains(&"StandardError=null".to_string()));
+        // logs { disabled = true }: the journal, not null
+        assert!(lines.contains(&"StandardError=journal".to_string()));
         task.stdout_path = "/logs/x\\".into();
         task.stderr_path = "logs/relative".into();
         assert_eq!(
@@ -2167,5 +2197,128 @@ mod sandbox_tests {
         assert!(err.to_string().contains("sandbox"), "{err}");
         let ok = PluginConfig::from_toml("sandbox = \"none\"\nallow_loosening = [\"ProtectHome\"]");
         assert_eq!(ok.unwrap().sandbox, Sandbox::None);
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    //! Where output goes: `logs`, `/dev/null` paths and missing FIFOs.
+    use super::*;
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            id: "a1/web/0a1b2c3d".into(),
+            name: "web".into(),
+            alloc_id: "a1".into(),
+            alloc_dir: "/var/lib/nomad/alloc/a1".into(),
+            stdout_path: "/var/lib/nomad/alloc/a1/alloc/logs/.web.stdout.fifo".into(),
+            stderr_path: "/var/lib/nomad/alloc/a1/alloc/logs/.web.stderr.fifo".into(),
+            ..TaskSpec::default()
+        }
+    }
+
+    fn cmd() -> TaskUserConfig {
+        TaskUserConfig {
+            command: Some("/bin/true".into()),
+            ..TaskUserConfig::default()
+        }
+    }
+
+    fn logs(task: &TaskSpec, cfg: &TaskUserConfig, logs: Logs, host: Host) -> Vec<String> {
+        let plugin = PluginConfig {
+            logs,
+            ..PluginConfig::default()
+        };
+        let p = plan_on(task, cfg, &plugin, host).expect("plan");
+        p.settings
+            .iter()
+            .filter(|(n, _)| {
+                n.starts_with("Standard") || n.starts_with("Syslog") || n.starts_with("LogRate")
+            })
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect()
+    }
+
+    #[test]
+    fn nomad_is_todays_fifo_path() {
+        assert_eq!(
+            logs(&task(), &cmd(), Logs::Nomad, Host::default()),
+            [
+                "StandardOutput=file:/var/lib/nomad/alloc/a1/alloc/logs/.web.stdout.fifo",
+                "StandardError=file:/var/lib/nomad/alloc/a1/alloc/logs/.web.stderr.fifo",
+            ]
+        );
+    }
+
+    const JOURNAL: [&str; 4] = [
+        "StandardOutput=journal",
+        "StandardError=journal",
+        "SyslogIdentifier=web",
+        "LogRateLimitIntervalSec=0",
+    ];
+
+    #[test]
+    fn journal_setting_sends_both_streams_to_the_journal() {
+        assert_eq!(
+            logs(&task(), &cmd(), Logs::Journal, Host::default()),
+            JOURNAL
+        );
+        let p = plan_on(
+            &task(),
+            &cmd(),
+            &PluginConfig {
+                logs: Logs::Journal,
+                ..PluginConfig::default()
+            },
+            Host::default(),
+        )
+        .unwrap();
+        assert!(
+            p.properties
+                .contains(&("LogRateLimitIntervalUSec".to_string(), DValue::U64(0)))
+        );
+        assert!(
+            p.properties
+                .contains(&("StandardOutput".to_string(), DValue::Str("journal".into())))
+        );
+        assert!(!p.properties.iter().any(|(n, _)| n == "StandardOutputFile"));
+    }
+
+    #[test]
+    fn uncollected_output_goes_to_the_journal() {
+        // logs { disabled = true }
+        let mut t = task();
+        t.stdout_path = "/dev/null".into();
+        t.stderr_path = "/dev/null".into();
+        assert_eq!(logs(&t, &cmd(), Logs::Nomad, Host::default()), JOURNAL);
+        // disable_log_collection: FIFO-style paths with no FIFO, never opened
+        let off = Host {
+            log_fifos_missing: true,
+            ..Host::default()
+        };
+        assert_eq!(logs(&task(), &cmd(), Logs::Nomad, off), JOURNAL);
+    }
+
+    #[test]
+    fn job_may_rename_the_identifier_and_rate_limit() {
+        let mut cfg = cmd();
+        cfg.properties = [
+            ("SyslogIdentifier".to_string(), "shop-web".to_string()),
+            ("LogRateLimitIntervalSec".to_string(), "30s".to_string()),
+        ]
+        .into();
+        let got = logs(&task(), &cfg, Logs::Journal, Host::default());
+        assert!(
+            got.contains(&"SyslogIdentifier=shop-web".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            !got.contains(&"SyslogIdentifier=web".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            !got.contains(&"LogRateLimitIntervalSec=0".to_string()),
+            "{got:?}"
+        );
     }
 }

@@ -55,6 +55,7 @@ let
       execStart = service.ExecStart or null;
       expectedExecStart = "${lib.getExe nomad.package} agent -config=/etc/nomad.json -plugin-dir=${pluginDir}/bin";
       dynamicUser = service.DynamicUser or null;
+      logRateLimit = service.LogRateLimitIntervalSec or null;
       inherit (nomad) dropPrivileges;
       clientEnabled = nomad.settings.client.enabled or false;
       units = lib.mapAttrs (_: unit: unit.text) config.systemd.units;
@@ -73,6 +74,7 @@ let
     allow_root = false;
     sandbox = "strict";
     allow_loosening = [ ];
+    logs = "nomad";
   };
 
   fullSettings = {
@@ -93,6 +95,7 @@ let
     allow_root = true;
     sandbox = "none";
     allow_loosening = [ "ProtectHome" ];
+    logs = "both";
   };
 
   configs = {
@@ -191,6 +194,9 @@ let
         "batch.service" = "[Service]\nExecStart=/bin/true\n";
       })
       (expect "full: assertions" c.full.failedAssertions [ ])
+      # logs = "both": the agent's unit must not rate-limit the forwarded lines
+      (expect "full: LogRateLimitIntervalSec" c.full.logRateLimit 0)
+      (expect "on: LogRateLimitIntervalSec" c.on.logRateLimit null)
       (expect "off: plugin block" c.off.pluginBlock null)
       (expect "off: config.toml" c.off.configToml null)
       (expect "off: plugins" c.off.plugins [ ])

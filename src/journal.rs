@@ -1,0 +1,127 @@
+//! journald's native protocol, for the log forwarder of `logs = "both"` (ARCHITECTURE.md,
+//! *Task logs*): one datagram per entry to `/run/systemd/journal/socket`, and the newest entry
+//! of a match read back with `journalctl`, so that the journal itself is the forwarder's cursor.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Longest MESSAGE sent in one entry; longer lines are split. Well below the datagram size
+/// journald accepts without a memfd.
+pub const MAX_MESSAGE: usize = 48 * 1024;
+
+/// One entry in the native format: `KEY=value\n`, or, for values with a newline,
+/// `KEY\n<u64 LE length><value>\n`.
+pub fn encode(fields: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        out.extend_from_slice(k.as_bytes());
+        if v.contains(&b'\n') {
+            out.push(b'\n');
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        } else {
+            out.push(b'=');
+        }
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Where journald listens and where its files are, for one systemd (the host's, or a private
+/// one's seen through `/proc/<pid>/root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalPaths {
+    pub socket: PathBuf,
+    /// `None`: the default journal (`journalctl` without `-D`).
+    pub directory: Option<PathBuf>,
+}
+
+impl JournalPaths {
+    /// From systemd's runtime directory (normally `/run/systemd`).
+    pub fn from_runtime_dir(runtime_dir: &Path) -> Self {
+        let socket = runtime_dir.join("journal/socket");
+        let directory = (runtime_dir != Path::new("/run/systemd"))
+            .then(|| runtime_dir.parent().map(|run| run.join("log/journal")))
+            .flatten();
+        Self { socket, directory }
+    }
+}
+
+impl Default for JournalPaths {
+    fn default() -> Self {
+        Self::from_runtime_dir(Path::new("/run/systemd"))
+    }
+}
+
+/// A connectionless sender to journald.
+pub struct Sender {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Sender {
+    pub fn new(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            sock: UnixDatagram::unbound()?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn send(&self, fields: &[(&str, &[u8])]) -> io::Result<()> {
+        self.sock.send_to(&encode(fields), &self.path).map(|_| ())
+    }
+}
+
+/// `field` of the newest entry matching every `KEY=value` of `matches`; `None` if there is none
+/// or `journalctl` cannot be run.
+pub fn newest_field(paths: &JournalPaths, matches: &[String], field: &str) -> Option<String> {
+    let mut cmd = Command::new("journalctl");
+    if let Some(d) = &paths.directory {
+        cmd.arg("-D").arg(d);
+    }
+    let out = cmd
+        .args(["--no-pager", "-o", "json", "-n", "1", "--output-fields"])
+        .arg(field)
+        .args(matches)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{'))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get(field)?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_format() {
+        assert_eq!(
+            encode(&[("MESSAGE", b"hi"), ("PRIORITY", b"6")]),
+            b"MESSAGE=hi\nPRIORITY=6\n"
+        );
+        let mut want = b"MESSAGE\n".to_vec();
+        want.extend_from_slice(&3u64.to_le_bytes());
+        want.extend_from_slice(b"a\nb\n");
+        assert_eq!(encode(&[("MESSAGE", b"a\nb")]), want);
+    }
+
+    #[test]
+    fn paths_follow_the_runtime_dir() {
+        let host = JournalPaths::default();
+        assert_eq!(host.socket, Path::new("/run/systemd/journal/socket"));
+        assert_eq!(host.directory, None);
+        let private = JournalPaths::from_runtime_dir(Path::new("/proc/7/root/run/systemd"));
+        assert_eq!(
+            private.socket,
+            Path::new("/proc/7/root/run/systemd/journal/socket")
+        );
+        assert_eq!(
+            private.directory.as_deref(),
+            Some(Path::new("/proc/7/root/run/log/journal"))
+        );
+    }
+}

@@ -5,11 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::nomad::{Alloc, JobConfig};
-use common::session::{Session, plugin_config};
+use common::session::{Session, plugin_config, recover_request};
 use common::systemd::require;
 use nomad_driver_systemd::proto::drivers::{
-    InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, TaskHandle, TaskState,
-    WaitTaskRequest,
+    InspectTaskRequest, SignalTaskRequest, TaskState, WaitTaskRequest,
 };
 use tonic::Code;
 
@@ -215,18 +214,6 @@ async fn a_missing_binary_fails_the_start_and_leaves_nothing() {
     let err = s.start(task).await.unwrap_err();
     assert!(err.message().contains("failed"), "{err:?}");
     s.finish().await;
-}
-
-fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
-    // What Nomad hands back after an agent restart: no task_id, no driver config.
-    let mut handle = handle.clone();
-    if let Some(c) = handle.config.as_mut() {
-        c.msgpack_driver_config.clear();
-    }
-    RecoverTaskRequest {
-        task_id: String::new(),
-        handle: Some(handle),
-    }
 }
 
 #[tokio::test]

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::nomad::{Alloc, JobConfig};
-use common::session::{Session, plugin_config};
+use common::session::{Session, plugin_config, recover_request};
 use common::systemd::{PrivateSystemd, require};
-use nomad_driver_systemd::proto::drivers::{RecoverTaskRequest, TaskHandle};
 use serde_json::Value;
 
 const SECS: Duration = Duration::from_secs(20);
@@ -150,17 +149,6 @@ async fn disable_log_collection_paths_are_never_opened_and_output_reaches_the_jo
     );
     s.destroy(&task.id).await;
     s.finish().await;
-}
-
-fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
-    let mut handle = handle.clone();
-    if let Some(c) = handle.config.as_mut() {
-        c.msgpack_driver_config.clear();
-    }
-    RecoverTaskRequest {
-        task_id: String::new(),
-        handle: Some(handle),
-    }
 }
 
 /// The plugin is not in the output's path: SIGKILLed mid-stream and relaunched, the journal

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::nomad::{Alloc, JobConfig};
-use common::session::{Session, plugin_config};
+use common::session::{Session, plugin_config, recover_request};
 use common::systemd::{PrivateSystemd, require};
 use futures::StreamExt;
-use nomad_driver_systemd::proto::drivers::{RecoverTaskRequest, TaskConfig, TaskHandle};
+use nomad_driver_systemd::proto::drivers::TaskConfig;
 use nomad_driver_systemd::systemd::DROPIN_FILE;
 use rmpv::Value;
 use tonic::Code;
@@ -142,18 +142,6 @@ fn web_task(alloc: &Alloc, n: u32, port: u16) -> (TaskConfig, String) {
     )
     .unwrap();
     (task, unit)
-}
-
-fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
-    // What Nomad hands back after an agent restart: no task_id, no driver config.
-    let mut handle = handle.clone();
-    if let Some(c) = handle.config.as_mut() {
-        c.msgpack_driver_config.clear();
-    }
-    RecoverTaskRequest {
-        task_id: String::new(),
-        handle: Some(handle),
-    }
 }
 
 /// The environment of a process of the namespace, one `K=V` per entry.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use nomad_driver_systemd::proto::base::{NomadConfig, NomadDriverConfig, SetConfigRequest};
 use nomad_driver_systemd::proto::drivers::{
-    DestroyTaskRequest, InitRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
-    TaskConfig, WaitTaskRequest, WaitTaskResponse,
+    DestroyTaskRequest, InitRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse,
+    StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest, WaitTaskResponse,
 };
 
 use super::plugin::Plugin;
@@ -16,6 +16,19 @@ pub struct Session {
     pub sd: PrivateSystemd,
     pub plugin: Option<Plugin>,
     pub config: Vec<u8>,
+}
+
+/// What Nomad hands back to RecoverTask after an agent restart: the stored handle, with no
+/// task id and no driver config.
+pub fn recover_request(handle: &TaskHandle) -> RecoverTaskRequest {
+    let mut handle = handle.clone();
+    if let Some(c) = handle.config.as_mut() {
+        c.msgpack_driver_config.clear();
+    }
+    RecoverTaskRequest {
+        task_id: String::new(),
+        handle: Some(handle),
+    }
 }
 
 /// TOML-free plugin config: a cty-msgpack map of the given string-list / string / bool keys.

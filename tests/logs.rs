@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::nomad::{Alloc, JobConfig};
 use common::session::{Session, plugin_config, recover_request};
 use common::systemd::{PrivateSystemd, require};
+use nomad_driver_systemd::proto::drivers::TaskConfig;
 use serde_json::Value;
 
 const SECS: Duration = Duration::from_secs(20);
@@ -151,14 +152,9 @@ async fn disable_log_collection_paths_are_never_opened_and_output_reaches_the_jo
     s.finish().await;
 }
 
-/// The plugin is not in the output's path: SIGKILLed mid-stream and relaunched, the journal
-/// has every line exactly once.
-#[tokio::test]
-async fn plugin_killed_mid_stream_loses_and_doubles_no_journal_line() {
-    let Some(mut s) = session("journal").await else {
-        return;
-    };
-    let alloc = Alloc::new("stream");
+/// Starts a task writing 400 stdout and 200 stderr lines, SIGKILLs the plugin once some lines
+/// are in the journal, relaunches it, recovers the task as Nomad would and waits for its exit 0.
+async fn stream_through_a_plugin_kill(s: &mut Session, alloc: &Alloc) -> TaskConfig {
     let job = JobConfig::sh(
         "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i; [ $((i % 2)) = 0 ] && echo e-$i >&2; sleep 0.005; done",
     );
@@ -177,6 +173,18 @@ async fn plugin_killed_mid_stream_loses_and_doubles_no_journal_line() {
         .unwrap();
     let w = s.wait(&task.id).await;
     assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    task
+}
+
+/// The plugin is not in the output's path: SIGKILLed mid-stream and relaunched, the journal
+/// has every line exactly once.
+#[tokio::test]
+async fn plugin_killed_mid_stream_loses_and_doubles_no_journal_line() {
+    let Some(mut s) = session("journal").await else {
+        return;
+    };
+    let alloc = Alloc::new("stream");
+    let task = stream_through_a_plugin_kill(&mut s, &alloc).await;
     let got = journal_messages(&s.sd, &alloc.id, 600).await;
     let mut want: Vec<String> = Vec::new();
     for i in 1..=400 {
@@ -265,23 +273,7 @@ async fn both_survives_a_plugin_kill_without_loss_or_doubles() {
         return;
     };
     let alloc = Alloc::new("stream");
-    let job = JobConfig::sh(
-        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i; [ $((i % 2)) = 0 ] && echo e-$i >&2; sleep 0.005; done",
-    );
-    let task = alloc.task_config(1, &job);
-    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
-    let seen = journal_messages(&s.sd, &alloc.id, 20).await;
-    assert!(seen.len() >= 20 && seen.len() < 600, "{}", seen.len());
-    s.plugin.take().unwrap().crash();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    s.relaunch().await;
-    s.plugin()
-        .driver()
-        .recover_task(recover_request(&handle))
-        .await
-        .unwrap();
-    let w = s.wait(&task.id).await;
-    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let task = stream_through_a_plugin_kill(&mut s, &alloc).await;
     s.destroy(&task.id).await;
     let mut want: Vec<String> = Vec::new();
     let (mut out, mut err) = (String::new(), String::new());

@@ -294,6 +294,9 @@ async fn a_unit_restarted_outside_nomad_is_not_recovered() {
     let after = s.sd.show(&unit, "InvocationID");
     assert_ne!(before, after);
     assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
+    // the record RecoverTask reads instead of D-Bus follows the new run (systemd 252)
+    let link = format!("/run/systemd/units/invocation:{unit}");
+    assert_eq!(s.sd.exec(&["readlink", &link]).trim(), after);
     s.relaunch().await;
     let err = s
         .plugin()

@@ -1006,6 +1006,73 @@ impl Systemd for DbusSystemd {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn props(pairs: Vec<(&str, Value<'_>)>) -> Props {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().expect("owned value")))
+            .collect()
+    }
+
+    fn unit_signal(active: &str, sub: &str, invocation: &[u8]) -> Props {
+        props(vec![
+            ("LoadState", Value::from("loaded")),
+            ("ActiveState", Value::from(active)),
+            ("SubState", Value::from(sub)),
+            ("InvocationID", Value::from(invocation.to_vec())),
+            ("Description", Value::from("ignored")),
+        ])
+    }
+
+    fn service_signal(main_pid: u32, code: i32, status: i32, result: &str) -> Props {
+        props(vec![
+            ("MainPID", Value::from(main_pid)),
+            ("ExecMainCode", Value::from(code)),
+            ("ExecMainStatus", Value::from(status)),
+            ("Result", Value::from(result)),
+        ])
+    }
+
+    #[test]
+    fn signalled_values_make_a_status_once_both_interfaces_reported() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.status(), None);
+        seen.merge(UNIT_IFACE, &unit_signal("active", "running", &[0xab, 0x01]), &[]);
+        // the service's half is still missing
+        assert_eq!(seen.status(), None);
+        seen.merge(SERVICE_IFACE, &service_signal(42, 0, 0, "success"), &[]);
+        let st = seen.status().expect("complete");
+        assert_eq!(
+            (st.active_state.as_str(), st.main_pid, st.invocation_id.as_str()),
+            ("active", 42, "ab01")
+        );
+        assert!(!st.main_exited());
+        // the exit, as the next signals say it: the latest value of each property counts
+        seen.merge(SERVICE_IFACE, &service_signal(0, 1, 3, "exit-code"), &[]);
+        seen.merge(UNIT_IFACE, &unit_signal("failed", "failed", &[0xab, 0x01]), &[]);
+        let st = seen.status().expect("complete");
+        assert!(st.main_exited());
+        assert_eq!((st.exec_main_status, st.result.as_str()), (3, "exit-code"));
+        // another interface's signal changes nothing
+        seen.merge(
+            "org.freedesktop.systemd1.Scope",
+            &service_signal(9, 0, 0, "x"),
+            &[],
+        );
+        assert_eq!(seen.status().map(|s| s.main_pid), Some(0));
+    }
+
+    #[test]
+    fn an_invalidated_property_is_unknown_again() {
+        let mut seen = Seen::default();
+        seen.merge(UNIT_IFACE, &unit_signal("active", "running", &[1]), &[]);
+        seen.merge(SERVICE_IFACE, &service_signal(7, 0, 0, "success"), &[]);
+        assert!(seen.status().is_some());
+        seen.merge(SERVICE_IFACE, &Props::new(), &["MainPID".to_string()]);
+        assert_eq!(seen.status(), None);
+    }
+
     #[test]
     fn no_such_unit_messages_name_the_unit() {
         let of = super::unit_of_message;

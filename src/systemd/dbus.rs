@@ -140,7 +140,11 @@ impl Seen {
     /// A status when every field the driver judges a task by has been signalled.
     fn status(&self) -> Option<UnitStatus> {
         Some(UnitStatus {
-            load_state: self.load_state.clone()?,
+            // systemd 252 does not signal LoadState; a unit that signals is loaded
+            load_state: self
+                .load_state
+                .clone()
+                .unwrap_or_else(|| "loaded".to_string()),
             active_state: self.active_state.clone()?,
             sub_state: self.sub_state.clone()?,
             result: self.result.clone()?,
@@ -1015,9 +1019,9 @@ mod tests {
             .collect()
     }
 
+    /// As systemd 252 sends it: no `LoadState`.
     fn unit_signal(active: &str, sub: &str, invocation: &[u8]) -> Props {
         props(vec![
-            ("LoadState", Value::from("loaded")),
             ("ActiveState", Value::from(active)),
             ("SubState", Value::from(sub)),
             ("InvocationID", Value::from(invocation.to_vec())),

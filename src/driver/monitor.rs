@@ -82,7 +82,9 @@ impl<S: Systemd> Driver<S> {
         // cgroup v1 OOM notifications need the unit's memory cgroup; a start that read no
         // status learns it with one call, off the StartTask path (the watch also counts the
         // OOM kills from before it began)
-        let v1_layout = self.layout().filter(|l| *l != crate::stats::CgroupLayout::V2);
+        let v1_layout = self
+            .layout()
+            .filter(|l| *l != crate::stats::CgroupLayout::V2);
         let known_cgroup = first
             .as_ref()
             .map(|st| st.control_group.clone())
@@ -102,8 +104,7 @@ impl<S: Systemd> Driver<S> {
                 } else {
                     known_cgroup
                 };
-                if let Some(dir) = crate::stats::v1_memory_dir(&this.cgroup_root, layout, &cgroup)
-                {
+                if let Some(dir) = crate::stats::v1_memory_dir(&this.cgroup_root, layout, &cgroup) {
                     super::oom::watch(dir, Arc::clone(&oom_flag), token.clone());
                 }
             }

@@ -180,9 +180,8 @@ impl CgroupFiles {
                 if (r.cpu_user_ns.is_none() || r.cpu_system_ns.is_none())
                     && let Some(text) = self.text(Slot::CpuacctStat, buf)?
                 {
-                    let ns = |key| {
-                        keyed(text, key).map(|t| t.saturating_mul(v1::NS_PER_USER_HZ_TICK))
-                    };
+                    let ns =
+                        |key| keyed(text, key).map(|t| t.saturating_mul(v1::NS_PER_USER_HZ_TICK));
                     r.cpu_user_ns = r.cpu_user_ns.or(ns("user"));
                     r.cpu_system_ns = r.cpu_system_ns.or(ns("system"));
                 }

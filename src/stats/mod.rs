@@ -33,10 +33,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-pub use files::{CgroupFiles, keyed};
 pub use cpu::{
     Compute, CoreSpeed, CpuFigures, CpuTracker, DEFAULT_MHZ_PER_CORE, compute_from_cores,
 };
+pub use files::{CgroupFiles, keyed};
 
 /// Errors of the stats module.
 #[derive(Debug, thiserror::Error)]

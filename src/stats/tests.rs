@@ -431,8 +431,17 @@ fn keyed_lookup_agrees_with_the_parsed_map() {
     for text in texts {
         let map = parse_flat_keyed(text);
         for key in [
-            "usage_usec", "anon", "file", "limit", "neg", "rss", "cache", "total_rss", "bogus",
-            "three", "absent",
+            "usage_usec",
+            "anon",
+            "file",
+            "limit",
+            "neg",
+            "rss",
+            "cache",
+            "total_rss",
+            "bogus",
+            "three",
+            "absent",
         ] {
             assert_eq!(keyed(text, key), map.get(key).copied(), "{key} in {text:?}");
         }
@@ -449,7 +458,9 @@ fn kept_files_read_the_host_cgroup_root_repeatedly() {
     };
     let mut files = CgroupFiles::open(root, layout, "/").expect("the root cgroup");
     let first = files.read().expect("a reading");
-    let second = files.read().expect("a second reading through the same descriptors");
+    let second = files
+        .read()
+        .expect("a second reading through the same descriptors");
     if let (Some(a), Some(b)) = (first.cpu_total_ns, second.cpu_total_ns) {
         assert!(b >= a, "{a} then {b}");
     }

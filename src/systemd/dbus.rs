@@ -64,10 +64,13 @@ struct Inner {
     /// Permits for calls awaiting a reply (see [`MAX_PENDING_CALLS`]).
     calls: tokio::sync::Semaphore,
     /// Units whose state callers wait for, served together by the next `ListUnitsByNames`.
-    listing_queue: Mutex<Vec<(String, oneshot::Sender<Result<Option<UnitState>>>)>>,
+    listing_queue: Mutex<Vec<(String, StateReply)>>,
     /// One `ListUnitsByNames` at a time; callers arriving meanwhile form the next batch.
     listing: tokio::sync::Mutex<()>,
 }
+
+/// Where a [`Systemd::unit_state`] caller waits for its answer.
+type StateReply = oneshot::Sender<Result<Option<UnitState>>>;
 
 /// One unit's watchers and the values its signals carried.
 struct Watcher {
@@ -119,9 +122,24 @@ impl Seen {
         } else if iface == SERVICE_IFACE {
             set(&mut self.result, "Result", changed, invalidated);
             set(&mut self.main_pid, "MainPID", changed, invalidated);
-            set(&mut self.exec_main_code, "ExecMainCode", changed, invalidated);
-            set(&mut self.exec_main_status, "ExecMainStatus", changed, invalidated);
-            set(&mut self.control_group, "ControlGroup", changed, invalidated);
+            set(
+                &mut self.exec_main_code,
+                "ExecMainCode",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.exec_main_status,
+                "ExecMainStatus",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.control_group,
+                "ControlGroup",
+                changed,
+                invalidated,
+            );
             set(
                 &mut self.exec_main_start_usec,
                 "ExecMainStartTimestamp",
@@ -459,7 +477,9 @@ impl DbusSystemd {
             Ok(reply) => reply,
             Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
             // a unit with no such interface (not a service, or not loaded)
-            Err(SystemdError::Refused(m)) if m.contains("UnknownInterface") || m.contains("UnknownProperty") => {
+            Err(SystemdError::Refused(m))
+                if m.contains("UnknownInterface") || m.contains("UnknownProperty") =>
+            {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -1042,19 +1062,31 @@ mod tests {
     fn signalled_values_make_a_status_once_both_interfaces_reported() {
         let mut seen = Seen::default();
         assert_eq!(seen.status(), None);
-        seen.merge(UNIT_IFACE, &unit_signal("active", "running", &[0xab, 0x01]), &[]);
+        seen.merge(
+            UNIT_IFACE,
+            &unit_signal("active", "running", &[0xab, 0x01]),
+            &[],
+        );
         // the service's half is still missing
         assert_eq!(seen.status(), None);
         seen.merge(SERVICE_IFACE, &service_signal(42, 0, 0, "success"), &[]);
         let st = seen.status().expect("complete");
         assert_eq!(
-            (st.active_state.as_str(), st.main_pid, st.invocation_id.as_str()),
+            (
+                st.active_state.as_str(),
+                st.main_pid,
+                st.invocation_id.as_str()
+            ),
             ("active", 42, "ab01")
         );
         assert!(!st.main_exited());
         // the exit, as the next signals say it: the latest value of each property counts
         seen.merge(SERVICE_IFACE, &service_signal(0, 1, 3, "exit-code"), &[]);
-        seen.merge(UNIT_IFACE, &unit_signal("failed", "failed", &[0xab, 0x01]), &[]);
+        seen.merge(
+            UNIT_IFACE,
+            &unit_signal("failed", "failed", &[0xab, 0x01]),
+            &[],
+        );
         let st = seen.status().expect("complete");
         assert!(st.main_exited());
         assert_eq!((st.exec_main_status, st.result.as_str()), (3, "exit-code"));

@@ -281,6 +281,35 @@ async fn plugin_crash_during_wait_then_recover_and_wait_again() {
 }
 
 #[tokio::test]
+async fn a_unit_restarted_outside_nomad_is_not_recovered() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("restarted");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let unit = s.sd.nomad_units().pop().unwrap();
+    let before = s.sd.show(&unit, "InvocationID");
+    s.stop_plugin().await;
+    // the same name, a new run: not the task Nomad started
+    s.sd.exec(&["systemctl", "restart", &unit]);
+    let after = s.sd.show(&unit, "InvocationID");
+    assert_ne!(before, after);
+    assert_eq!(s.sd.show(&unit, "ActiveState"), "active");
+    // the record RecoverTask reads instead of D-Bus follows the new run (systemd 252)
+    let link = format!("/run/systemd/units/invocation:{unit}");
+    assert_eq!(s.sd.exec(&["readlink", &link]).trim(), after);
+    s.relaunch().await;
+    let err = s
+        .plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("not ours"), "{err:?}");
+    s.sd.exec(&["systemctl", "stop", &unit]);
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn recovering_a_vanished_unit_is_an_error() {
     let Some(mut s) = session().await else { return };
     let alloc = Alloc::new("gone");

@@ -223,3 +223,71 @@ async fn a_task_over_its_memory_limit_is_killed_and_reported_oom() {
     s.destroy(&task.id).await;
     s.finish().await;
 }
+
+/// The plugin's descriptors open on cgroup files.
+fn cgroup_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.starts_with("/sys/fs/cgroup/"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed() {
+    let Some(s) = session().await else { return };
+    let pid = s.plugin().pid();
+    let idle = cgroup_fds(pid);
+    let alloc = Alloc::new("fds");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(task.clone()).await.unwrap();
+    let mut stream = s
+        .plugin()
+        .driver()
+        .task_stats(TaskStatsRequest {
+            task_id: task.id.clone(),
+            collection_interval: Some(Duration::from_millis(100).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a sample per interval")
+            .unwrap()
+            .unwrap();
+        let mem = msg
+            .stats
+            .unwrap()
+            .agg_resource_usage
+            .unwrap()
+            .memory
+            .unwrap();
+        assert!(
+            mem.measured_fields
+                .contains(&(memory_usage::Fields::Usage as i32)),
+            "{mem:?}"
+        );
+    }
+    // the stream holds the files it reads between samples
+    let streaming = cgroup_fds(pid);
+    assert!(
+        streaming > idle,
+        "{streaming} cgroup fds while streaming, {idle} idle"
+    );
+    // Nomad keeps the stream while it stops and destroys the task
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cgroup_fds(pid) > idle && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cgroup_fds(pid), idle, "cgroup fds left after DestroyTask");
+    drop(stream);
+    s.finish().await;
+}

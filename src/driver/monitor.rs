@@ -75,19 +75,39 @@ impl<S: Systemd> Driver<S> {
         let initial = with_oom(judge(first.as_ref(), &spec.unit, &spec.invocation_id), &oom);
         let (tx, rx) = watch::channel(initial.clone());
         let cancel = self.shutdown.child_token();
-        if let (TaskState::Running, Some(layout), Some(st)) = (&initial, self.layout(), &first)
-            && let Some(dir) =
-                crate::stats::v1_memory_dir(&self.cgroup_root, layout, &st.control_group)
-        {
-            super::oom::watch(dir, Arc::clone(&oom), cancel.clone());
-        }
         if matches!(initial, TaskState::Exited { .. }) {
             self.report_exit(&spec, &initial);
             return (rx, cancel);
         }
+        // cgroup v1 OOM notifications need the unit's memory cgroup; a start that read no
+        // status learns it with one call, off the StartTask path (the watch also counts the
+        // OOM kills from before it began)
+        let v1_layout = self
+            .layout()
+            .filter(|l| *l != crate::stats::CgroupLayout::V2);
+        let known_cgroup = first
+            .as_ref()
+            .map(|st| st.control_group.clone())
+            .unwrap_or_default();
         let this = Arc::clone(self);
         let token = cancel.clone();
+        let oom_flag = Arc::clone(&oom);
         tokio::spawn(async move {
+            if let Some(layout) = v1_layout {
+                let cgroup = if known_cgroup.is_empty() {
+                    this.sd
+                        .control_group(&spec.unit)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                } else {
+                    known_cgroup
+                };
+                if let Some(dir) = crate::stats::v1_memory_dir(&this.cgroup_root, layout, &cgroup) {
+                    super::oom::watch(dir, Arc::clone(&oom_flag), token.clone());
+                }
+            }
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -101,7 +121,12 @@ impl<S: Systemd> Driver<S> {
                         }
                     }
                 }
-                match this.sd.status(&spec.unit).await {
+                // what the signals said, else a read (a bus reconnect forgets the signals)
+                let read = match this.sd.signalled(&spec.unit) {
+                    Some(st) => Ok(Some(st)),
+                    None => this.sd.status(&spec.unit).await,
+                };
+                match read {
                     Ok(st) => {
                         let state =
                             with_oom(judge(st.as_ref(), &spec.unit, &spec.invocation_id), &oom);

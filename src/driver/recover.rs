@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Driver, DriverError, Result};
-use crate::systemd::Systemd;
+use crate::systemd::{Systemd, UnitStatus};
 use crate::task::DriverState;
 
 impl<S: Systemd> Driver<S> {
@@ -24,8 +24,9 @@ impl<S: Systemd> Driver<S> {
         if self.lock_tasks().contains_key(&state.task_id) {
             return Ok(());
         }
+        // subscribe first: whatever changes after the reading below reaches the monitor
         let changes = self.sd.watch(&state.unit).await?;
-        let status = self.sd.status(&state.unit).await?;
+        let status = self.recovered_status(&state.unit).await?;
         let Some(status) = status else {
             return Err(DriverError::Recover(format!(
                 "unit {} no longer exists",
@@ -49,5 +50,33 @@ impl<S: Systemd> Driver<S> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The status a recovered task starts from. A running unit (the usual case after a plugin
+    /// restart) costs one share of a batched `ListUnitsByNames` (concurrent RecoverTasks share
+    /// one call) and its invocation id from the symlink systemd keeps for journald (one `Get`
+    /// where it is missing); only a unit that is not running any more is read in full, for its
+    /// exit status.
+    async fn recovered_status(&self, unit: &str) -> Result<Option<UnitStatus>> {
+        let Some(listed) = self.sd.unit_state(unit).await? else {
+            return Ok(None);
+        };
+        if listed.active_state != "active" || listed.sub_state != "running" {
+            return Ok(self.sd.status(unit).await?);
+        }
+        let invocation_id = match self.sd.recorded_invocation(unit) {
+            Some(id) => id,
+            None => match self.sd.invocation_id(unit).await? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(UnitStatus {
+            load_state: listed.load_state,
+            active_state: listed.active_state,
+            sub_state: listed.sub_state,
+            invocation_id,
+            ..UnitStatus::default()
+        }))
     }
 }

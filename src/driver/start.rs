@@ -282,21 +282,42 @@ impl<S: Systemd> Driver<S> {
         }
     }
 
-    /// Reads the started unit. Every change signalled so far is covered by this read, so the
-    /// monitor need not re-read for them (it would double the D-Bus reads of every start);
-    /// changes signalled from here on still reach it.
+    /// The started unit's status, without reading it back when the signals already told it:
+    /// the job ended `done`, and the `PropertiesChanged` signals of the start (received before
+    /// or around its `JobRemoved`) carry the invocation id, states and main process. When they
+    /// have not all arrived yet, one `Get` of `InvocationID` (what `driver_state` must record)
+    /// stands in, and the task counts as running. Either way `changes` keeps every change
+    /// signalled since the subscription: the monitor judges them all (from the signalled
+    /// values, no read), so an exit around the job's end is not missed.
     async fn started_status(
         self: &Arc<Self>,
         plan: &UnitPlan,
         dropin: bool,
-        changes: &mut Changes,
+        _changes: &mut Changes,
     ) -> Result<UnitStatus> {
-        changes.mark_unchanged();
-        match self.sd.status(&plan.unit).await {
-            Ok(Some(st)) => Ok(st),
-            Ok(None) => Err(DriverError::Systemd(SystemdError::NoSuchUnit(
-                plan.unit.clone(),
-            ))),
+        if let Some(st) = self.sd.signalled(&plan.unit)
+            && !st.invocation_id.is_empty()
+        {
+            return Ok(st);
+        }
+        match self.sd.invocation_id(&plan.unit).await {
+            Ok(Some(invocation_id)) if !invocation_id.is_empty() => Ok(UnitStatus {
+                load_state: "loaded".into(),
+                active_state: "active".into(),
+                invocation_id,
+                ..UnitStatus::default()
+            }),
+            // no invocation yet (or a unit already gone): read it all
+            Ok(_) => match self.sd.status(&plan.unit).await {
+                Ok(Some(st)) => Ok(st),
+                Ok(None) => Err(DriverError::Systemd(SystemdError::NoSuchUnit(
+                    plan.unit.clone(),
+                ))),
+                Err(e) => {
+                    self.clean_up(&plan.unit, plan.mode, dropin).await;
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 self.clean_up(&plan.unit, plan.mode, dropin).await;
                 Err(e.into())

@@ -1,4 +1,5 @@
-//! TaskStats: samples of the unit's cgroup at Nomad's interval, D-Bus properties as fallback.
+//! TaskStats: samples of the unit's cgroup at Nomad's interval, from its cgroup files opened
+//! once per stream and read with `pread`; D-Bus properties only where cgroupfs is unreadable.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -6,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::{Driver, Result};
-use crate::stats::{CgroupReading, CpuTracker, detect_layout, read_cgroup};
+use crate::stats::{CgroupFiles, CgroupReading, CpuTracker};
 use crate::systemd::Systemd;
 
 /// CPU figures; `None` = not measured.
@@ -54,8 +55,10 @@ impl<S: Systemd> Driver<S> {
         tokio::spawn(async move {
             let compute = this.compute();
             let mut cpu = CpuTracker::new(compute.total_mhz, compute.num_cores);
-            let layout = detect_layout(&this.cgroup_root);
-            let mut cgroup = String::new();
+            let layout = this.layout();
+            // the cgroup's files, opened once (after the first tick) and read with pread
+            let mut files: Option<CgroupFiles> = None;
+            let mut looked_up = false;
             let mut ticker = tokio::time::interval(interval);
             loop {
                 tokio::select! {
@@ -66,27 +69,26 @@ impl<S: Systemd> Driver<S> {
                 if task.status().exit().is_some() {
                     return;
                 }
-                let mut reading = None;
-                let mut fallback = None;
-                if (cgroup.is_empty() || layout.is_none())
-                    && let Ok(Some(st)) = this.sd.status(&task.unit).await
+                if files.is_none()
+                    && !looked_up
+                    && let Some(layout) = layout
                 {
-                    cgroup = st.control_group.clone();
-                    fallback = Some(st);
+                    // one D-Bus call per stream: where the unit's cgroup is
+                    looked_up = true;
+                    if let Ok(Some(cgroup)) = this.sd.control_group(&task.unit).await
+                        && !cgroup.is_empty()
+                    {
+                        files = CgroupFiles::open(&this.cgroup_root, layout, &cgroup).ok();
+                    }
                 }
-                if let Some(layout) = layout
-                    && !cgroup.is_empty()
-                {
-                    reading = read_cgroup(&this.cgroup_root, layout, &cgroup).ok();
-                }
-                let reading = match reading {
+                let reading = match files.as_mut().and_then(CgroupFiles::read) {
                     Some(r) => r,
                     None => {
-                        // no cgroup files: ask systemd (MemoryCurrent, CPUUsageNSec)
-                        let st = match fallback {
-                            Some(st) => Some(st),
-                            None => this.sd.status(&task.unit).await.ok().flatten(),
-                        };
+                        // no cgroup files (gone, or none readable): ask systemd
+                        // (MemoryCurrent, CPUUsageNSec), and look for the files again next time
+                        files = None;
+                        looked_up = false;
+                        let st = this.sd.status(&task.unit).await.ok().flatten();
                         CgroupReading {
                             mem_usage: st.as_ref().and_then(|s| s.memory_current),
                             cpu_total_ns: st.as_ref().and_then(|s| s.cpu_usage_nsec),

@@ -22,6 +22,7 @@
 //! | `oom_kills` | `memory.events` `oom_kill` | `memory.oom_control` `oom_kill` (Linux ≥ 4.13) |
 
 mod cpu;
+mod files;
 mod v1;
 mod v2;
 
@@ -35,6 +36,7 @@ use std::path::{Component, Path, PathBuf};
 pub use cpu::{
     Compute, CoreSpeed, CpuFigures, CpuTracker, DEFAULT_MHZ_PER_CORE, compute_from_cores,
 };
+pub use files::{CgroupFiles, keyed};
 
 /// Errors of the stats module.
 #[derive(Debug, thiserror::Error)]

@@ -315,3 +315,156 @@ fn reads_host_cgroup_root() {
         CgroupLayout::V2 => {}
     }
 }
+
+/// What [`CgroupFiles`] reads: [`read_cgroup`]'s reading without `oom_kills` (no sample
+/// carries it, so the file is not kept open).
+fn without_oom(r: CgroupReading) -> CgroupReading {
+    CgroupReading {
+        oom_kills: None,
+        ..r
+    }
+}
+
+#[test]
+fn kept_files_read_what_read_cgroup_reads_in_every_fixture() {
+    let cases = [
+        ("v2/full", UNIT),
+        ("v2/minimal", UNIT),
+        ("v2/full", ""),
+        ("v1/combined", UNIT),
+        ("v1/old-kernel", UNIT),
+        ("v1/hybrid", UNIT),
+        ("v1/hybrid", "/nomad_tasks.slice/nomad-noacct.service"),
+        ("v1/hybrid", "/"),
+    ];
+    for (tree, cgroup) in cases {
+        let root = fixture(tree);
+        let layout = detect_layout(&root).expect("fixture layout");
+        let mut files = CgroupFiles::open(&root, layout, cgroup).expect(tree);
+        assert!(files.open_files() > 0, "{tree} {cgroup}");
+        let expected = without_oom(read(tree, cgroup));
+        // the same figures on every read through the same descriptors
+        for _ in 0..3 {
+            assert_eq!(files.read(), Some(expected.clone()), "{tree} {cgroup}");
+        }
+    }
+}
+
+#[test]
+fn kept_files_refuse_a_missing_or_escaping_cgroup() {
+    for tree in ["v2/full", "v1/combined", "v1/hybrid"] {
+        let root = fixture(tree);
+        let layout = detect_layout(&root).expect("fixture layout");
+        assert!(matches!(
+            CgroupFiles::open(&root, layout, "/nomad_tasks.slice/nomad-gone.service"),
+            Err(StatsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            CgroupFiles::open(&root, layout, "/../../etc"),
+            Err(StatsError::InvalidPath(_))
+        ));
+    }
+}
+
+/// A v2 tree with one cgroup `a.service` holding `memory.current`.
+fn one_cgroup_tree(current: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::write(root.path().join("cgroup.controllers"), "cpu memory\n").expect("write");
+    fs::create_dir(root.path().join("a.service")).expect("mkdir");
+    fs::write(root.path().join("a.service/memory.current"), current).expect("write");
+    root
+}
+
+#[test]
+fn kept_files_see_new_values_without_reopening() {
+    let root = one_cgroup_tree("100\n");
+    let mut files = CgroupFiles::open(root.path(), CgroupLayout::V2, "/a.service").expect("open");
+    assert_eq!(files.read().and_then(|r| r.mem_usage), Some(100));
+    // the kernel rewrites a cgroup file in place; pread at 0 sees the new text
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(root.path().join("a.service/memory.current"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"7\n"))
+        .expect("rewrite");
+    assert_eq!(files.read().and_then(|r| r.mem_usage), Some(7));
+}
+
+#[test]
+fn a_stale_descriptor_makes_the_reader_reopen_the_recreated_cgroup() {
+    // A removed cgroup's files fail every read (ENODEV); here a directory where a file was
+    // expected fails the same way (EISDIR) when read through the descriptor opened on it.
+    let root = one_cgroup_tree("100\n");
+    let cg = root.path().join("a.service");
+    fs::remove_file(cg.join("memory.current")).expect("rm");
+    fs::create_dir(cg.join("memory.current")).expect("mkdir");
+    let mut files = CgroupFiles::open(root.path(), CgroupLayout::V2, "/a.service").expect("open");
+    // the cgroup made again under the same path, with fresh figures
+    fs::remove_dir(cg.join("memory.current")).expect("rmdir");
+    fs::write(cg.join("memory.current"), "5\n").expect("write");
+    assert_eq!(files.read().and_then(|r| r.mem_usage), Some(5));
+    // and read through the new descriptor from then on
+    fs::write(cg.join("memory.current"), "6\n").expect("write");
+    assert_eq!(files.read().and_then(|r| r.mem_usage), Some(6));
+}
+
+#[test]
+fn kept_files_of_a_removed_cgroup_read_nothing() {
+    let root = one_cgroup_tree("100\n");
+    let cg = root.path().join("a.service");
+    fs::remove_file(cg.join("memory.current")).expect("rm");
+    fs::create_dir(cg.join("memory.current")).expect("mkdir");
+    let mut files = CgroupFiles::open(root.path(), CgroupLayout::V2, "/a.service").expect("open");
+    fs::remove_dir_all(&cg).expect("rm cgroup");
+    assert_eq!(files.read(), None);
+}
+
+#[test]
+fn keyed_lookup_agrees_with_the_parsed_map() {
+    let texts = [
+        "usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_throttled 3\n",
+        "\nanon 4096\n\nbogus\nfile notanumber\nthree parts here\nlimit max\nneg -1\n",
+        "rss 1\nrss 2\nrss x\ncache 5\n",
+        "total_rss 10 extra\ntotal_rss 11\n",
+        "",
+    ];
+    for text in texts {
+        let map = parse_flat_keyed(text);
+        for key in [
+            "usage_usec",
+            "anon",
+            "file",
+            "limit",
+            "neg",
+            "rss",
+            "cache",
+            "total_rss",
+            "bogus",
+            "three",
+            "absent",
+        ] {
+            assert_eq!(keyed(text, key), map.get(key).copied(), "{key} in {text:?}");
+        }
+    }
+}
+
+/// The host's real cgroupfs, read-only: the root cgroup's files kept open and read twice.
+#[test]
+fn kept_files_read_the_host_cgroup_root_repeatedly() {
+    let root = Path::new("/sys/fs/cgroup");
+    let Some(layout) = detect_layout(root) else {
+        eprintln!("skipping: no cgroup layout under {}", root.display());
+        return;
+    };
+    let mut files = CgroupFiles::open(root, layout, "/").expect("the root cgroup");
+    let first = files.read().expect("a reading");
+    let second = files
+        .read()
+        .expect("a second reading through the same descriptors");
+    if let (Some(a), Some(b)) = (first.cpu_total_ns, second.cpu_total_ns) {
+        assert!(b >= a, "{a} then {b}");
+    }
+    if layout != CgroupLayout::V2 {
+        assert!(second.mem_usage.is_some(), "{second:?}");
+    }
+}

@@ -13,7 +13,7 @@ use super::{CgroupReading, read_flat_keyed, read_u64, v2};
 
 /// Nanoseconds per `USER_HZ` tick in `cpuacct.stat`. `USER_HZ` is 100 on every Linux architecture
 /// Nomad supports, independent of the kernel's `CONFIG_HZ`.
-const NS_PER_USER_HZ_TICK: u64 = 10_000_000;
+pub(super) const NS_PER_USER_HZ_TICK: u64 = 10_000_000;
 
 /// Whether `path` looks like a mounted cgroup hierarchy (follows symlinks).
 pub(super) fn is_hierarchy(path: &Path) -> bool {

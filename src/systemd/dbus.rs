@@ -15,7 +15,8 @@ use zbus::zvariant::{Array, OwnedObjectPath, OwnedValue, Signature, StructureBui
 use zbus::{Connection, MatchRule, MessageStream, message};
 
 use super::{
-    DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitStatus, unit_object_path,
+    DROPIN_FILE, KillWho, Result, Systemd, SystemdError, UnitInfo, UnitState, UnitStatus,
+    unit_object_path,
 };
 use crate::vocab::DValue;
 
@@ -50,7 +51,9 @@ pub struct DbusSystemd {
 
 struct Inner {
     conn: tokio::sync::Mutex<Option<Connection>>,
-    watchers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Per unit object path: the change counter its watchers wait on, and what its
+    /// `PropertiesChanged` signals said.
+    watchers: Mutex<HashMap<String, Watcher>>,
     jobs: Mutex<Jobs>,
     reload_lock: tokio::sync::Mutex<()>,
     reload_requested: AtomicU64,
@@ -60,6 +63,125 @@ struct Inner {
     shutdown: CancellationToken,
     /// Permits for calls awaiting a reply (see [`MAX_PENDING_CALLS`]).
     calls: tokio::sync::Semaphore,
+    /// Units whose state callers wait for, served together by the next `ListUnitsByNames`.
+    listing_queue: Mutex<Vec<(String, StateReply)>>,
+    /// One `ListUnitsByNames` at a time; callers arriving meanwhile form the next batch.
+    listing: tokio::sync::Mutex<()>,
+}
+
+/// Where a [`Systemd::unit_state`] caller waits for its answer.
+type StateReply = oneshot::Sender<Result<Option<UnitState>>>;
+
+/// One unit's watchers and the values its signals carried.
+struct Watcher {
+    tx: watch::Sender<u64>,
+    seen: Seen,
+}
+
+/// The properties of one unit that `PropertiesChanged` reported, latest value each (`None`:
+/// not signalled since the watch began or the bus reconnected, or invalidated).
+#[derive(Default, Clone)]
+struct Seen {
+    load_state: Option<String>,
+    active_state: Option<String>,
+    sub_state: Option<String>,
+    invocation_id: Option<String>,
+    result: Option<String>,
+    main_pid: Option<u32>,
+    exec_main_code: Option<i32>,
+    exec_main_status: Option<i32>,
+    control_group: Option<String>,
+    exec_main_start_usec: Option<u64>,
+    exec_main_exit_usec: Option<u64>,
+}
+
+impl Seen {
+    /// Takes in one signal's changed and invalidated properties of `iface`.
+    fn merge(&mut self, iface: &str, changed: &Props, invalidated: &[String]) {
+        fn set<T: TryFrom<OwnedValue>>(
+            slot: &mut Option<T>,
+            key: &str,
+            changed: &Props,
+            invalidated: &[String],
+        ) {
+            if let Some(v) = prop::<T>(changed, key) {
+                *slot = Some(v);
+            } else if invalidated.iter().any(|k| k == key) {
+                *slot = None;
+            }
+        }
+        if iface == UNIT_IFACE {
+            set(&mut self.load_state, "LoadState", changed, invalidated);
+            set(&mut self.active_state, "ActiveState", changed, invalidated);
+            set(&mut self.sub_state, "SubState", changed, invalidated);
+            if let Some(id) = prop::<Vec<u8>>(changed, "InvocationID") {
+                self.invocation_id = Some(hex(&id));
+            } else if invalidated.iter().any(|k| k == "InvocationID") {
+                self.invocation_id = None;
+            }
+        } else if iface == SERVICE_IFACE {
+            set(&mut self.result, "Result", changed, invalidated);
+            set(&mut self.main_pid, "MainPID", changed, invalidated);
+            set(
+                &mut self.exec_main_code,
+                "ExecMainCode",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.exec_main_status,
+                "ExecMainStatus",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.control_group,
+                "ControlGroup",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.exec_main_start_usec,
+                "ExecMainStartTimestamp",
+                changed,
+                invalidated,
+            );
+            set(
+                &mut self.exec_main_exit_usec,
+                "ExecMainExitTimestamp",
+                changed,
+                invalidated,
+            );
+        }
+    }
+
+    /// A status when every field the driver judges a task by has been signalled.
+    fn status(&self) -> Option<UnitStatus> {
+        Some(UnitStatus {
+            // systemd 252 does not signal LoadState; a unit that signals is loaded
+            load_state: self
+                .load_state
+                .clone()
+                .unwrap_or_else(|| "loaded".to_string()),
+            active_state: self.active_state.clone()?,
+            sub_state: self.sub_state.clone()?,
+            result: self.result.clone()?,
+            main_pid: self.main_pid?,
+            exec_main_code: self.exec_main_code?,
+            exec_main_status: self.exec_main_status?,
+            invocation_id: self.invocation_id.clone()?,
+            control_group: self.control_group.clone().unwrap_or_default(),
+            exec_main_start_usec: self.exec_main_start_usec.unwrap_or_default(),
+            exec_main_exit_usec: self.exec_main_exit_usec.unwrap_or_default(),
+            memory_current: None,
+            cpu_usage_nsec: None,
+        })
+    }
+}
+
+/// Lowercase hex of a byte string (systemd's 128-bit ids).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Default)]
@@ -85,6 +207,8 @@ impl DbusSystemd {
                 runtime_dir: runtime_dir.into(),
                 shutdown: CancellationToken::new(),
                 calls: tokio::sync::Semaphore::new(MAX_PENDING_CALLS),
+                listing_queue: Mutex::new(Vec::new()),
+                listing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -166,11 +290,17 @@ impl DbusSystemd {
             Some("PropertiesChanged") => {
                 if let Some(path) = header.path() {
                     let mut watchers = lock(&self.inner.watchers);
-                    if let Some(tx) = watchers.get(path.as_str()) {
-                        if tx.receiver_count() == 0 {
+                    if let Some(w) = watchers.get_mut(path.as_str()) {
+                        if w.tx.receiver_count() == 0 {
                             watchers.remove(path.as_str());
                         } else {
-                            tx.send_modify(|n| *n += 1);
+                            // the values first, so a woken watcher finds them
+                            if let Ok((iface, changed, invalidated)) =
+                                msg.body().deserialize::<(String, Props, Vec<String>)>()
+                            {
+                                w.seen.merge(&iface, &changed, &invalidated);
+                            }
+                            w.tx.send_modify(|n| *n += 1);
                         }
                     }
                 }
@@ -203,9 +333,11 @@ impl DbusSystemd {
 
     fn wake_all(&self) {
         let mut watchers = lock(&self.inner.watchers);
-        watchers.retain(|_, tx| tx.receiver_count() > 0);
-        for tx in watchers.values() {
-            tx.send_modify(|n| *n += 1);
+        watchers.retain(|_, w| w.tx.receiver_count() > 0);
+        for w in watchers.values_mut() {
+            // signals may have been missed while the bus was away
+            w.seen = Seen::default();
+            w.tx.send_modify(|n| *n += 1);
         }
     }
 
@@ -300,6 +432,61 @@ impl DbusSystemd {
         reply.body().deserialize().map_err(map_err)
     }
 
+    /// Serves every queued [`Systemd::unit_state`] request with one `ListUnitsByNames`.
+    async fn list_queued(&self) {
+        let batch = std::mem::take(&mut *lock(&self.inner.listing_queue));
+        if batch.is_empty() {
+            return; // an earlier holder of the lock served us
+        }
+        let names: Vec<&str> = batch.iter().map(|(n, _)| n.as_str()).collect();
+        let listed = self.list_by_names(&names).await;
+        for (name, tx) in batch {
+            let _ = tx.send(match &listed {
+                Ok(map) => Ok(map.get(&name).cloned()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+
+    /// `ListUnitsByNames`: the loaded ones of `names` (a unit whose file is not found is left
+    /// out).
+    async fn list_by_names(&self, names: &[&str]) -> Result<HashMap<String, UnitState>> {
+        let reply = self.manager_call("ListUnitsByNames", &(names,)).await?;
+        let units: Vec<ListedUnit> = reply.body().deserialize().map_err(map_err)?;
+        Ok(units
+            .into_iter()
+            .filter(|u| u.2 != "not-found")
+            .map(|u| {
+                (
+                    u.0,
+                    UnitState {
+                        load_state: u.2,
+                        active_state: u.3,
+                        sub_state: u.4,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// One property of a unit, read at the object path its name maps to (no `GetUnit` first:
+    /// the path is systemd's escaping of the name). `None` when systemd has no such unit.
+    async fn unit_prop(&self, unit: &str, iface: &str, name: &str) -> Result<Option<OwnedValue>> {
+        let path = unit_object_path(unit);
+        let reply = match self.call(&path, PROPS_IFACE, "Get", &(iface, name)).await {
+            Ok(reply) => reply,
+            Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
+            // a unit with no such interface (not a service, or not loaded)
+            Err(SystemdError::Refused(m))
+                if m.contains("UnknownInterface") || m.contains("UnknownProperty") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        reply.body().deserialize().map(Some).map_err(map_err)
+    }
+
     /// A loaded unit's `Unit` and `Service` properties; `None` when systemd has no such unit or
     /// its file is not found.
     async fn loaded_unit(&self, unit: &str) -> Result<Option<(Props, Props)>> {
@@ -334,6 +521,20 @@ impl DbusSystemd {
 }
 
 type Streams = futures::stream::Select<MessageStream, MessageStream>;
+/// One entry of `ListUnits*`: name, description, load, active and sub state, followed unit,
+/// object path, job id, job type, job path.
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 /// One interface's properties, as `GetAll` returns them.
 type Props = HashMap<String, OwnedValue>;
 
@@ -538,7 +739,7 @@ impl Systemd for DbusSystemd {
             main_pid: prop(&s, "MainPID").unwrap_or_default(),
             exec_main_code: prop(&s, "ExecMainCode").unwrap_or_default(),
             exec_main_status: prop(&s, "ExecMainStatus").unwrap_or_default(),
-            invocation_id: invocation.iter().map(|b| format!("{b:02x}")).collect(),
+            invocation_id: hex(&invocation),
             control_group: prop(&s, "ControlGroup").unwrap_or_default(),
             exec_main_start_usec: prop(&s, "ExecMainStartTimestamp").unwrap_or_default(),
             exec_main_exit_usec: prop(&s, "ExecMainExitTimestamp").unwrap_or_default(),
@@ -554,9 +755,68 @@ impl Systemd for DbusSystemd {
         let mut watchers = lock(&self.inner.watchers);
         // watchers of destroyed tasks and vanished units go here (their units may never
         // signal again)
-        watchers.retain(|_, tx| tx.receiver_count() > 0);
-        let tx = watchers.entry(path).or_insert_with(|| watch::channel(0).0);
-        Ok(tx.subscribe())
+        watchers.retain(|_, w| w.tx.receiver_count() > 0);
+        let w = watchers.entry(path).or_insert_with(|| Watcher {
+            tx: watch::channel(0).0,
+            seen: Seen::default(),
+        });
+        // only what is signalled from now on counts: values from before (an earlier run of an
+        // installed unit) must never stand for the run about to start
+        w.seen = Seen::default();
+        Ok(w.tx.subscribe())
+    }
+
+    fn signalled(&self, unit: &str) -> Option<UnitStatus> {
+        let path = unit_object_path(unit);
+        let watchers = lock(&self.inner.watchers);
+        watchers.get(&path).and_then(|w| w.seen.status())
+    }
+
+    async fn invocation_id(&self, unit: &str) -> Result<Option<String>> {
+        let Some(v) = self.unit_prop(unit, UNIT_IFACE, "InvocationID").await? else {
+            return Ok(None);
+        };
+        let id = Vec::<u8>::try_from(v).map_err(|e| SystemdError::Refused(e.to_string()))?;
+        Ok(Some(hex(&id)))
+    }
+
+    async fn control_group(&self, unit: &str) -> Result<Option<String>> {
+        let Some(v) = self.unit_prop(unit, SERVICE_IFACE, "ControlGroup").await? else {
+            return Ok(None);
+        };
+        String::try_from(v)
+            .map(Some)
+            .map_err(|e| SystemdError::Refused(e.to_string()))
+    }
+
+    async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>> {
+        // a batch whose call is abandoned half-way (its caller's RPC cancelled) is asked again
+        for _ in 0..3 {
+            let (tx, rx) = oneshot::channel();
+            lock(&self.inner.listing_queue).push((unit.to_string(), tx));
+            {
+                let _turn = self.inner.listing.lock().await;
+                self.list_queued().await;
+            }
+            if let Ok(r) = rx.await {
+                return r;
+            }
+        }
+        Err(SystemdError::Unreachable(format!(
+            "listing unit {unit} was abandoned"
+        )))
+    }
+
+    fn recorded_invocation(&self, unit: &str) -> Option<String> {
+        let link = self
+            .inner
+            .runtime_dir
+            .join("units")
+            .join(format!("invocation:{unit}"));
+        let target = std::fs::read_link(link).ok()?;
+        let id = target.to_str()?;
+        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| id.to_ascii_lowercase())
     }
 
     async fn reload(&self) -> Result<()> {
@@ -680,19 +940,7 @@ impl Systemd for DbusSystemd {
         let reply = self
             .manager_call("ListUnitsByPatterns", &(states, patterns))
             .await?;
-        #[allow(clippy::type_complexity)]
-        let units: Vec<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            OwnedObjectPath,
-            u32,
-            String,
-            OwnedObjectPath,
-        )> = reply.body().deserialize().map_err(map_err)?;
+        let units: Vec<ListedUnit> = reply.body().deserialize().map_err(map_err)?;
         Ok(units.into_iter().map(|u| u.0).collect())
     }
 
@@ -770,7 +1018,7 @@ impl Systemd for DbusSystemd {
     fn bookkeeping(&self) -> super::Bookkeeping {
         let watchers = {
             let mut w = lock(&self.inner.watchers);
-            w.retain(|_, tx| tx.receiver_count() > 0);
+            w.retain(|_, w| w.tx.receiver_count() > 0);
             w.len()
         };
         super::Bookkeeping {
@@ -782,6 +1030,85 @@ impl Systemd for DbusSystemd {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn props(pairs: Vec<(&str, Value<'_>)>) -> Props {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.try_to_owned().expect("owned value")))
+            .collect()
+    }
+
+    /// As systemd 252 sends it: no `LoadState`.
+    fn unit_signal(active: &str, sub: &str, invocation: &[u8]) -> Props {
+        props(vec![
+            ("ActiveState", Value::from(active)),
+            ("SubState", Value::from(sub)),
+            ("InvocationID", Value::from(invocation.to_vec())),
+            ("Description", Value::from("ignored")),
+        ])
+    }
+
+    fn service_signal(main_pid: u32, code: i32, status: i32, result: &str) -> Props {
+        props(vec![
+            ("MainPID", Value::from(main_pid)),
+            ("ExecMainCode", Value::from(code)),
+            ("ExecMainStatus", Value::from(status)),
+            ("Result", Value::from(result)),
+        ])
+    }
+
+    #[test]
+    fn signalled_values_make_a_status_once_both_interfaces_reported() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.status(), None);
+        seen.merge(
+            UNIT_IFACE,
+            &unit_signal("active", "running", &[0xab, 0x01]),
+            &[],
+        );
+        // the service's half is still missing
+        assert_eq!(seen.status(), None);
+        seen.merge(SERVICE_IFACE, &service_signal(42, 0, 0, "success"), &[]);
+        let st = seen.status().expect("complete");
+        assert_eq!(
+            (
+                st.active_state.as_str(),
+                st.main_pid,
+                st.invocation_id.as_str()
+            ),
+            ("active", 42, "ab01")
+        );
+        assert!(!st.main_exited());
+        // the exit, as the next signals say it: the latest value of each property counts
+        seen.merge(SERVICE_IFACE, &service_signal(0, 1, 3, "exit-code"), &[]);
+        seen.merge(
+            UNIT_IFACE,
+            &unit_signal("failed", "failed", &[0xab, 0x01]),
+            &[],
+        );
+        let st = seen.status().expect("complete");
+        assert!(st.main_exited());
+        assert_eq!((st.exec_main_status, st.result.as_str()), (3, "exit-code"));
+        // another interface's signal changes nothing
+        seen.merge(
+            "org.freedesktop.systemd1.Scope",
+            &service_signal(9, 0, 0, "x"),
+            &[],
+        );
+        assert_eq!(seen.status().map(|s| s.main_pid), Some(0));
+    }
+
+    #[test]
+    fn an_invalidated_property_is_unknown_again() {
+        let mut seen = Seen::default();
+        seen.merge(UNIT_IFACE, &unit_signal("active", "running", &[1]), &[]);
+        seen.merge(SERVICE_IFACE, &service_signal(7, 0, 0, "success"), &[]);
+        assert!(seen.status().is_some());
+        seen.merge(SERVICE_IFACE, &Props::new(), &["MainPID".to_string()]);
+        assert_eq!(seen.status(), None);
+    }
+
     #[test]
     fn no_such_unit_messages_name_the_unit() {
         let of = super::unit_of_message;

@@ -46,6 +46,14 @@ pub struct UnitStatus {
     pub cpu_usage_nsec: Option<u64>,
 }
 
+/// A unit as `ListUnits*` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+}
+
 /// What `nomad-driver-systemd list` shows about a unit, read in one go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitInfo {
@@ -166,6 +174,44 @@ pub trait Systemd: Send + Sync + 'static {
     /// A receiver that changes whenever the unit's properties change or the bus reconnects.
     /// Subscribe first, then read [`Systemd::status`]: no change is missed.
     fn watch(&self, unit: &str) -> impl Future<Output = Result<watch::Receiver<u64>>> + Send;
+    /// The unit's status as the `PropertiesChanged` signals received since [`Systemd::watch`]
+    /// was first called for it (or since the last bus reconnect) told it, without a D-Bus call;
+    /// `None` until every field [`UnitStatus`] judges a task by (states, invocation, main
+    /// process, exit status, result) has been signalled. `control_group` and the timestamps
+    /// may be empty. systemd sends every such property of an interface in each signal, so the
+    /// latest signals are as current as a read made when they arrived.
+    fn signalled(&self, _unit: &str) -> Option<UnitStatus> {
+        None
+    }
+    /// The unit's `InvocationID` (hex; empty while it has none); `None` when it is not loaded.
+    /// One D-Bus call.
+    fn invocation_id(&self, unit: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        async move { Ok(self.status(unit).await?.map(|st| st.invocation_id)) }
+    }
+    /// The unit's `ControlGroup` (empty while it has none); `None` when it is not loaded.
+    /// One D-Bus call.
+    fn control_group(&self, unit: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        async move { Ok(self.status(unit).await?.map(|st| st.control_group)) }
+    }
+    /// The unit's load, active and sub state as `ListUnitsByNames` lists it, `None` when it
+    /// is not loaded (or its file is not found). Concurrent callers share one call that began
+    /// after each of them asked (so a caller that subscribed with [`Systemd::watch`] first
+    /// misses no change).
+    fn unit_state(&self, unit: &str) -> impl Future<Output = Result<Option<UnitState>>> + Send {
+        async move {
+            Ok(self.status(unit).await?.map(|st| UnitState {
+                load_state: st.load_state,
+                active_state: st.active_state,
+                sub_state: st.sub_state,
+            }))
+        }
+    }
+    /// The invocation id systemd recorded for the unit's current run outside D-Bus (the
+    /// `invocation:<unit>` symlink under `/run/systemd/units/`, which systemd writes for
+    /// journald when it starts the run); `None` when there is none to read.
+    fn recorded_invocation(&self, _unit: &str) -> Option<String> {
+        None
+    }
     /// `daemon-reload`; concurrent callers share reloads (one that starts after the call).
     fn reload(&self) -> impl Future<Output = Result<()>> + Send;
     /// Writes the task environment file of `unit` (see [`crate::vocab::env_file_path`]): root

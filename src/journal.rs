@@ -59,18 +59,82 @@ impl Default for JournalPaths {
 pub struct Sender {
     sock: UnixDatagram,
     path: PathBuf,
+    /// `path` as a socket address, for `sendmmsg`.
+    addr: libc::sockaddr_un,
 }
+
+/// Datagrams handed to the kernel per `sendmmsg` call.
+pub const BATCH: usize = 64;
 
 impl Sender {
     pub fn new(path: &Path) -> io::Result<Self> {
+        // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        if bytes.len() >= addr.sun_path.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("journal socket path too long: {}", path.display()),
+            ));
+        }
+        for (d, b) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *b as libc::c_char;
+        }
         Ok(Self {
             sock: UnixDatagram::unbound()?,
             path: path.to_path_buf(),
+            addr,
         })
     }
 
     pub fn send(&self, fields: &[(&str, &[u8])]) -> io::Result<()> {
         self.sock.send_to(&encode(fields), &self.path).map(|_| ())
+    }
+
+    /// Sends the datagrams `buf[ends[i-1]..ends[i]]` (the first from 0) in `sendmmsg` calls of
+    /// at most [`BATCH`]; how many were sent, and the error that stopped the rest, if any.
+    pub fn send_many(&self, buf: &[u8], ends: &[usize]) -> (usize, Option<io::Error>) {
+        let mut sent = 0;
+        while sent < ends.len() {
+            let n = (ends.len() - sent).min(BATCH);
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for i in 0..n {
+                let start = if sent + i == 0 { 0 } else { ends[sent + i - 1] };
+                let end = ends[sent + i];
+                iov[i].iov_base = buf[start..end].as_ptr() as *mut libc::c_void;
+                iov[i].iov_len = end - start;
+                let h = &mut msgs[i].msg_hdr;
+                h.msg_name = std::ptr::addr_of!(self.addr) as *mut libc::c_void;
+                h.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                h.msg_iov = std::ptr::addr_of_mut!(iov[i]);
+                h.msg_iovlen = 1;
+            }
+            // SAFETY: every header points at a live iovec over `buf` and at `self.addr`, all
+            // outliving the call; the kernel only reads them (and writes msg_len).
+            let r = unsafe {
+                libc::sendmmsg(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return (sent, Some(e));
+            }
+            sent += r as usize;
+        }
+        (sent, None)
     }
 }
 

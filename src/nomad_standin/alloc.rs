@@ -94,6 +94,14 @@ impl JobConfig {
     }
 }
 
+/// What logmon's copy reads from a FIFO at once: Go's `io.Copy` buffer (Nomad
+/// `client/logmon/logmon.go`, `logRotatorWrapper.start` copies the FIFO into the rotator).
+const COPY_BLOCK: usize = 32 * 1024;
+/// logmon's rotator buffers its file writes (`logBufferSize`, 64 KiB) and flushes them every
+/// `bufferFlushDuration` (100 ms) (Nomad `client/logmon/logging/rotator.go`).
+const ROTATOR_BUFFER: usize = 64 * 1024;
+const ROTATOR_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A FIFO read like logmon does: everything kept in memory, optionally echoed.
 pub struct LogReader {
     pub path: PathBuf,
@@ -104,6 +112,10 @@ pub struct LogReader {
 pub type Echo = Box<dyn FnMut(&[u8]) + Send>;
 
 fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    lock_any(m)
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -139,20 +151,37 @@ impl LogReader {
                     .append(true)
                     .open(path.with_file_name(format!("{stem}.0")))
                     .ok()
+            })
+            .map(|f| {
+                Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
+                    ROTATOR_BUFFER,
+                    f,
+                )))
             });
+        // as logmon's rotator: what is buffered reaches the file at least every 100 ms
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(c) = copy.clone() {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(ROTATOR_FLUSH);
+                    let _ = lock_any(&c).flush();
+                }
+            });
+        }
         std::thread::spawn(move || {
+            let mut buf = vec![0u8; COPY_BLOCK];
             // reopen after each writer closes, as logmon does on the next start
             loop {
                 let Ok(mut f) = std::fs::File::open(&p) else {
-                    return;
+                    break;
                 };
-                let mut buf = [0u8; 4096];
                 loop {
                     match f.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if let Some(mut c) = copy.as_ref() {
-                                let _ = c.write_all(&buf[..n]);
+                            if let Some(c) = copy.as_ref() {
+                                let _ = lock_any(c).write_all(&buf[..n]);
                             }
                             lock(&sink).extend_from_slice(&buf[..n]);
                             if let Some(echo) = echo.as_mut() {
@@ -161,16 +190,29 @@ impl LogReader {
                         }
                     }
                 }
+                if let Some(c) = copy.as_ref() {
+                    let _ = lock_any(c).flush();
+                }
                 if !p.exists() {
-                    return;
+                    break;
                 }
             }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         Ok(Self { path, data })
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&lock(&self.data)).into_owned()
+    }
+
+    /// Bytes read so far (without copying them).
+    pub fn len(&self) -> usize {
+        lock(&self.data).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Waits until `needle` shows up in the log.

@@ -138,6 +138,45 @@ impl Sender {
     }
 }
 
+/// The cgroup path of a `/proc/<pid>/cgroup`: the unified line (`0::`), else the v1 hierarchy
+/// systemd names its units in.
+fn cgroup_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| *p != "/")
+        .or_else(|| {
+            proc_cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })
+}
+
+/// The unit journald files a process's messages under, from its `/proc/<pid>/cgroup` and PID 1's
+/// as journald reads them: below systemd's root (PID 1's cgroup without `/init.scope`), the
+/// first path component that is not a slice; `None` outside a unit.
+pub fn own_unit(proc_self_cgroup: &str, proc_1_cgroup: &str) -> Option<String> {
+    let path = cgroup_path(proc_self_cgroup)?;
+    let root = cgroup_path(proc_1_cgroup).unwrap_or("/");
+    let root = root.strip_suffix("/init.scope").unwrap_or(root);
+    let path = path
+        .strip_prefix(root.trim_end_matches('/'))
+        .unwrap_or(path);
+    let unit = path
+        .split('/')
+        .find(|c| !c.is_empty() && !c.ends_with(".slice"))?;
+    (unit.ends_with(".service") || unit.ends_with(".scope")).then(|| unit.to_string())
+}
+
+/// Whether journald applies its default rate limit to `unit`: systemd tells journald a unit's
+/// own `LogRateLimitIntervalSec=` through `<runtime_dir>/units/log-rate-limit-interval:<unit>`,
+/// and only when it is not 0 (`unit_export_log_rate_limit_interval` in systemd's `unit.c`;
+/// journald reads it in `client_context_read_log_rate_limit_interval`).
+pub fn default_rate_limit(runtime_dir: &Path, unit: &str) -> bool {
+    std::fs::symlink_metadata(runtime_dir.join(format!("units/log-rate-limit-interval:{unit}")))
+        .is_err()
+}
+
 /// `field` of the newest entry matching every `KEY=value` of `matches`; `None` if there is none
 /// or `journalctl` cannot be run.
 pub fn newest_field(paths: &JournalPaths, matches: &[String], field: &str) -> Option<String> {
@@ -171,6 +210,40 @@ mod tests {
         want.extend_from_slice(&3u64.to_le_bytes());
         want.extend_from_slice(b"a\nb\n");
         assert_eq!(encode(&[("MESSAGE", b"a\nb")]), want);
+    }
+
+    #[test]
+    fn own_unit_is_the_first_component_below_the_slices() {
+        let init = "0::/init.scope\n";
+        assert_eq!(
+            own_unit("0::/system.slice/nomad.service\n", init).as_deref(),
+            Some("nomad.service")
+        );
+        let hybrid = "12:memory:/system.slice/nomad.service\n1:name=systemd:/system.slice/nomad.service\n0::/system.slice/nomad.service\n";
+        assert_eq!(own_unit(hybrid, init).as_deref(), Some("nomad.service"));
+        let v1 = "4:cpu:/x\n1:name=systemd:/user.slice/user-0.slice/session-3.scope\n";
+        assert_eq!(
+            own_unit(v1, "1:name=systemd:/init.scope\n").as_deref(),
+            Some("session-3.scope")
+        );
+        assert_eq!(own_unit("0::/\n", init), None);
+        // a systemd whose root is a subtree (the tests' private one)
+        let sub = "0::/nds-test-1/init.scope\n";
+        assert_eq!(own_unit(sub, sub), None);
+        assert_eq!(
+            own_unit("0::/nds-test-1/system.slice/nomad.service\n", sub).as_deref(),
+            Some("nomad.service")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("units")).unwrap();
+        assert!(default_rate_limit(dir.path(), "nomad.service"));
+        std::os::unix::fs::symlink(
+            "1",
+            dir.path()
+                .join("units/log-rate-limit-interval:nomad.service"),
+        )
+        .unwrap();
+        assert!(!default_rate_limit(dir.path(), "nomad.service"));
     }
 
     #[test]

@@ -108,6 +108,48 @@ async fn journal_setting_puts_every_line_in_the_journal_with_nomad_fields() {
     s.finish().await;
 }
 
+/// `logs = "journal"`: a task writing far more than journald's default burst (10,000 per
+/// 30 s, scaled by free space) keeps every line: the unit's `LogRateLimitIntervalSec=1us`
+/// reaches journald (0 would not, see the agent-unit test below).
+#[tokio::test]
+async fn journal_setting_keeps_every_line_of_a_chatty_task() {
+    let Some(s) = session("journal").await else {
+        return;
+    };
+    let n = 70_000;
+    let alloc = Alloc::new("chatty");
+    let job = JobConfig::command(
+        "/usr/bin/awk",
+        &[&format!(
+            "BEGIN {{ for (i = 1; i <= {n}; i++) print \"c-\" i }}"
+        )],
+    );
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let count = |sd: &PrivateSystemd| {
+        sd.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "journalctl --no-pager -o cat NOMAD_ALLOC_ID={} | grep '^c-' | sort -u | wc -l",
+                alloc.id
+            ),
+        ])
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + SECS;
+    while count(&s.sd) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(count(&s.sd), n, "lines dropped by journald's rate limit");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn disabled_nomad_logs_still_reach_the_journal() {
     let Some(s) = session("").await else { return };
@@ -578,4 +620,108 @@ async fn both_covers_unit_mode() {
         ]
     );
     s.finish().await;
+}
+
+/// journald rate-limits by the sender's unit (systemd `journald-server.c`,
+/// `server_dispatch_message`: `journal_ratelimit_test` keyed by the client context's unit and
+/// the priority), and the forwarder sends from the Nomad agent's unit. Here the plugin runs as a
+/// service of the private systemd, so journald knows its PID and unit as on a node. With the
+/// unit's default limits a burst of forwarded lines is cut short, and so it is with
+/// `LogRateLimitIntervalSec=0`, which systemd does not pass on to journald (`unit.c`,
+/// `unit_export_log_rate_limit_interval` exports only a non-zero value; systemd issue #22034).
+/// With `LogRateLimitIntervalSec=1us` (what the NixOS module sets on `nomad.service` for
+/// `logs = "both"`) every line is there once, and `journalctl -u <task unit>` finds each once
+/// (`add_matches_for_unit`: `_UID=0` + `OBJECT_SYSTEMD_UNIT=`).
+#[tokio::test]
+async fn agent_unit_rate_limit_drops_forwarded_lines_unless_disabled_and_journalctl_u_finds_them() {
+    if !require() {
+        return;
+    }
+    // above journald's burst of 10,000 per 30 s, even scaled up for free space (×6 at 1 TB)
+    let n = 70_000;
+    let mut kept = Vec::new();
+    for properties in [
+        &[][..],
+        &["LogRateLimitIntervalSec=0"][..],
+        &["LogRateLimitIntervalSec=1us"][..],
+    ] {
+        let config = plugin_config(&[("logs", rmpv::Value::from("both"))]);
+        let s = Session::new_in_unit(config, "nomad.service", properties).await;
+        assert_eq!(
+            s.sd.show("nomad.service", "ActiveState"),
+            "active",
+            "the plugin runs as the agent's unit"
+        );
+        let alloc = Alloc::new("burst");
+        let job = JobConfig::command(
+            "/usr/bin/awk",
+            &[&format!(
+                "BEGIN {{ for (i = 1; i <= {n}; i++) print \"l-\" i }}"
+            )],
+        );
+        let task = alloc.task_config(1, &job);
+        s.start(task.clone()).await.unwrap();
+        let unit = s.sd.nomad_units().into_iter().next().unwrap_or_default();
+        let w = s.wait(&task.id).await;
+        assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+        s.destroy(&task.id).await;
+        assert!(alloc.stdout.wait_for(&format!("l-{n}\n"), SECS));
+        // the forwarder is done once the last line is in, or nothing came for a while
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = (0, std::time::Instant::now());
+        loop {
+            let (count, _) = journal_count(&s.sd, &alloc.id, "stdout");
+            if count >= n || std::time::Instant::now() > deadline {
+                break;
+            }
+            if count != last.0 {
+                last = (count, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (count, distinct) = journal_count(&s.sd, &alloc.id, "stdout");
+        assert_eq!(count, distinct, "doubled lines");
+        if properties.len() != 1 || properties[0].ends_with("=0") {
+            // journald reports the suppression only with the first message it lets through
+            // after the interval (30 s), so the count is the evidence here
+            assert!(count < n, "{properties:?}: {count} of {n} lines kept");
+        } else {
+            assert_eq!(count, n, "LogRateLimitIntervalSec=1us: every line");
+            // `journalctl -u <task unit>`: each forwarded line once (beside systemd's own
+            // messages about the unit)
+            let by_unit = s.sd.exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "journalctl --no-pager -o cat -u {unit} | grep -c '^l-'; \
+                     journalctl --no-pager -o cat -u {unit} | grep '^l-' | sort -u | wc -l"
+                ),
+            ]);
+            let counts: Vec<&str> = by_unit.split_whitespace().collect();
+            let want = n.to_string();
+            assert_eq!(
+                counts,
+                [want.as_str(), want.as_str()],
+                "journalctl -u {unit}"
+            );
+        }
+        // the plugin names the limit it sends under
+        let warned = s
+            .plugin()
+            .stderr_text()
+            .contains("journald rate-limits this unit");
+        assert_eq!(
+            warned,
+            !properties[..].ends_with(&["LogRateLimitIntervalSec=1us"]),
+            "{properties:?}"
+        );
+        kept.push(count);
+        s.finish().await;
+    }
+    println!(
+        "lines kept of {n}: default limits {}, LogRateLimitIntervalSec=0 {}, LogRateLimitIntervalSec=1us {}",
+        kept[0], kept[1], kept[2]
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -184,6 +184,7 @@ fn run(paths: &JournalPaths, shared: &Shared) {
             return;
         }
     };
+    warn_rate_limit(paths);
     let mut batch = Batch::default();
     loop {
         let ids: Vec<String> = lock(tasks).keys().cloned().collect();
@@ -221,6 +222,24 @@ fn run(paths: &JournalPaths, shared: &Shared) {
         if !any {
             std::thread::sleep(TICK);
         }
+    }
+}
+
+/// journald rate-limits by the sender's unit, here the Nomad agent's: say so when that unit
+/// has journald's default limit (README, *logs*).
+fn warn_rate_limit(paths: &JournalPaths) {
+    let Some(runtime_dir) = paths.socket.parent().and_then(Path::parent) else {
+        return;
+    };
+    let cgroup = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    if let Some(unit) =
+        crate::journal::own_unit(&cgroup("/proc/self/cgroup"), &cgroup("/proc/1/cgroup"))
+        && crate::journal::default_rate_limit(runtime_dir, &unit)
+    {
+        tracing::warn!(
+            unit = %unit,
+            "logs = \"both\": journald rate-limits this unit (default 10000 lines per 30 s and priority); forwarded lines beyond it are dropped; set LogRateLimitIntervalSec=1us on the unit (0 does not lift it)"
+        );
     }
 }
 

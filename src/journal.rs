@@ -229,7 +229,8 @@ mod tests {
         assert_eq!(own_unit("0::/\n", init), None);
         // a systemd whose root is a subtree (the tests' private one)
         let sub = "0::/nds-test-1/init.scope\n";
-        assert_eq!(own_unit(sub, sub), None);
+        assert_eq!(own_unit(sub, sub).as_deref(), Some("init.scope"));
+        assert_eq!(own_unit("0::/nds-test-1\n", sub), None);
         assert_eq!(
             own_unit("0::/nds-test-1/system.slice/nomad.service\n", sub).as_deref(),
             Some("nomad.service")

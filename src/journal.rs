@@ -70,7 +70,7 @@ impl Sender {
     pub fn new(path: &Path) -> io::Result<Self> {
         // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) value.
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap_or(1);
         let bytes = path.as_os_str().as_encoded_bytes();
         if bytes.len() >= addr.sun_path.len() {
             return Err(io::Error::new(
@@ -79,7 +79,7 @@ impl Sender {
             ));
         }
         for (d, b) in addr.sun_path.iter_mut().zip(bytes) {
-            *d = *b as libc::c_char;
+            *d = libc::c_char::from_ne_bytes([*b]);
         }
         Ok(Self {
             sock: UnixDatagram::unbound()?,
@@ -96,6 +96,8 @@ impl Sender {
     /// at most [`BATCH`]; how many were sent, and the error that stopped the rest, if any.
     pub fn send_many(&self, buf: &[u8], ends: &[usize]) -> (usize, Option<io::Error>) {
         let mut sent = 0;
+        let namelen =
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap_or(0);
         while sent < ends.len() {
             let n = (ends.len() - sent).min(BATCH);
             let mut iov = [libc::iovec {
@@ -111,7 +113,7 @@ impl Sender {
                 iov[i].iov_len = end - start;
                 let h = &mut msgs[i].msg_hdr;
                 h.msg_name = std::ptr::addr_of!(self.addr) as *mut libc::c_void;
-                h.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                h.msg_namelen = namelen;
                 h.msg_iov = std::ptr::addr_of_mut!(iov[i]);
                 h.msg_iovlen = 1;
             }
@@ -121,7 +123,7 @@ impl Sender {
                 libc::sendmmsg(
                     std::os::fd::AsRawFd::as_raw_fd(&self.sock),
                     msgs.as_mut_ptr(),
-                    n as libc::c_uint,
+                    libc::c_uint::try_from(n).unwrap_or(1),
                     0,
                 )
             };
@@ -132,7 +134,10 @@ impl Sender {
                 }
                 return (sent, Some(e));
             }
-            sent += r as usize;
+            match usize::try_from(r) {
+                Ok(k) if k > 0 => sent += k,
+                _ => return (sent, Some(io::Error::from(io::ErrorKind::WouldBlock))),
+            }
         }
         (sent, None)
     }

@@ -112,11 +112,19 @@ pub struct LogReader {
 pub type Echo = Box<dyn FnMut(&[u8]) + Send>;
 
 fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
-    lock_any(m)
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Whether `f` has data (or EOF) within `timeout`.
+fn readable_within(f: &std::fs::File, timeout: std::time::Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(f),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&raw mut fds, 1, ms) > 0 }
 }
 
 impl LogReader {
@@ -141,7 +149,7 @@ impl LogReader {
         let sink = Arc::clone(&data);
         let p = path.clone();
         // logmon copies into `<task>.<stream>.<n>` beside the FIFO; one file, never rotated
-        let copy = path
+        let mut copy = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix('.')?.strip_suffix(".fifo"))
@@ -152,23 +160,7 @@ impl LogReader {
                     .open(path.with_file_name(format!("{stem}.0")))
                     .ok()
             })
-            .map(|f| {
-                Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
-                    ROTATOR_BUFFER,
-                    f,
-                )))
-            });
-        // as logmon's rotator: what is buffered reaches the file at least every 100 ms
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if let Some(c) = copy.clone() {
-            let done = Arc::clone(&done);
-            std::thread::spawn(move || {
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(ROTATOR_FLUSH);
-                    let _ = lock_any(&c).flush();
-                }
-            });
-        }
+            .map(|f| std::io::BufWriter::with_capacity(ROTATOR_BUFFER, f));
         std::thread::spawn(move || {
             let mut buf = vec![0u8; COPY_BLOCK];
             // reopen after each writer closes, as logmon does on the next start
@@ -176,12 +168,28 @@ impl LogReader {
                 let Ok(mut f) = std::fs::File::open(&p) else {
                     break;
                 };
+                // when the oldest byte not yet in the file was buffered
+                let mut since: Option<std::time::Instant> = None;
                 loop {
+                    // as logmon's rotator: what is buffered reaches the file within 100 ms
+                    // (waiting on the FIFO with a timeout only while something is buffered)
+                    if let (Some(c), Some(t)) = (copy.as_mut(), since) {
+                        let left = ROTATOR_FLUSH.saturating_sub(t.elapsed());
+                        if left.is_zero() || !readable_within(&f, left) {
+                            let _ = c.flush();
+                            since = None;
+                        }
+                    }
                     match f.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if let Some(c) = copy.as_ref() {
-                                let _ = lock_any(c).write_all(&buf[..n]);
+                            if let Some(c) = copy.as_mut() {
+                                let _ = c.write_all(&buf[..n]);
+                                if c.buffer().is_empty() {
+                                    since = None;
+                                } else if since.is_none() {
+                                    since = Some(std::time::Instant::now());
+                                }
                             }
                             lock(&sink).extend_from_slice(&buf[..n]);
                             if let Some(echo) = echo.as_mut() {
@@ -190,14 +198,13 @@ impl LogReader {
                         }
                     }
                 }
-                if let Some(c) = copy.as_ref() {
-                    let _ = lock_any(c).flush();
+                if let Some(c) = copy.as_mut() {
+                    let _ = c.flush();
                 }
                 if !p.exists() {
                     break;
                 }
             }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         Ok(Self { path, data })
     }

@@ -204,7 +204,8 @@ in
     systemd.units = lib.mapAttrs (_: text: { inherit text; }) cfg.unitTemplates;
 
     # logs = "both": the driver, a child of the agent, forwards every task's lines into the
-    # journal; journald's per-unit rate limit on the agent's unit would drop them.
-    systemd.services.nomad.serviceConfig.LogRateLimitIntervalSec = lib.mkIf (cfg.settings.logs == "both") 0;
+    # journal; journald's per-unit rate limit on the agent's unit would drop them. A window of
+    # 1 µs lifts it; 0 would not (systemd passes only a non-zero interval on to journald).
+    systemd.services.nomad.serviceConfig.LogRateLimitIntervalSec = lib.mkIf (cfg.settings.logs == "both") "1us";
   };
 }

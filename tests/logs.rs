@@ -108,6 +108,48 @@ async fn journal_setting_puts_every_line_in_the_journal_with_nomad_fields() {
     s.finish().await;
 }
 
+/// `logs = "journal"`: a task writing far more than journald's default burst (10,000 per
+/// 30 s, scaled by free space) keeps every line: the unit's `LogRateLimitIntervalSec=1us`
+/// reaches journald (0 would not, see the agent-unit test below).
+#[tokio::test]
+async fn journal_setting_keeps_every_line_of_a_chatty_task() {
+    let Some(s) = session("journal").await else {
+        return;
+    };
+    let n = 70_000;
+    let alloc = Alloc::new("chatty");
+    let job = JobConfig::command(
+        "/usr/bin/awk",
+        &[&format!(
+            "BEGIN {{ for (i = 1; i <= {n}; i++) print \"c-\" i }}"
+        )],
+    );
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let count = |sd: &PrivateSystemd| {
+        sd.exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "journalctl --no-pager -o cat NOMAD_ALLOC_ID={} | grep '^c-' | sort -u | wc -l",
+                alloc.id
+            ),
+        ])
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + SECS;
+    while count(&s.sd) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(count(&s.sd), n, "lines dropped by journald's rate limit");
+    s.destroy(&task.id).await;
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn disabled_nomad_logs_still_reach_the_journal() {
     let Some(s) = session("").await else { return };
@@ -308,27 +350,121 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-fn journal_count(sd: &PrivateSystemd, alloc_id: &str, stream: &str) -> usize {
+/// `(all, distinct)` MESSAGEs of one stream of an allocation in the journal.
+fn journal_count(sd: &PrivateSystemd, alloc_id: &str, stream: &str) -> (usize, usize) {
+    let out = sd.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "journalctl --no-pager -o cat NOMAD_ALLOC_ID={alloc_id} NOMAD_LOG_STREAM={stream} | wc -l; \
+             journalctl --no-pager -o cat NOMAD_ALLOC_ID={alloc_id} NOMAD_LOG_STREAM={stream} | sort -u | wc -l"
+        ),
+    ]);
+    let mut n = out.lines().map(|l| l.trim().parse().unwrap_or(0));
+    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
+/// Whether the newest journal entry of a stream is its last line (each stream is sent in
+/// order, so every line before it has been handed to journald).
+fn last_line_in(sd: &PrivateSystemd, alloc_id: &str, stream: &str, last: &str) -> bool {
     sd.exec(&[
         "journalctl",
         "--no-pager",
         "-o",
         "cat",
+        "-n",
+        "1",
         &format!("NOMAD_ALLOC_ID={alloc_id}"),
         &format!("NOMAD_LOG_STREAM={stream}"),
     ])
-    .lines()
-    .count()
+    .trim_end()
+        == last.trim_end()
 }
 
-/// `logs = "both"` throughput (README, *Performance*): 200,000 lines of 100 bytes (20 MB)
-/// written at full speed, half to stderr; time until every line is in Nomad's files and in the
-/// journal, lines lost or doubled, plugin CPU. `NDS_LOG_KILL=1` SIGKILLs the plugin midway.
+/// The throughput test's output: `n` lines of 100 bytes per stream.
+fn bulk_line(stream: &str, i: usize) -> String {
+    format!("{:<99}\n", format!("{stream}-{i}"))
+}
+
+/// journald's own ceiling on this machine: `n` entries per stream, each the datagram the
+/// forwarder would send for it (same fields, same sizes), sent by a bare in-process sender in
+/// `sendmmsg` batches; seconds until the last of each stream is in the journal, and the
+/// sender's CPU seconds.
+fn bare_journal_send(sd: &PrivateSystemd, n: usize) -> (f64, f64) {
+    use nomad_driver_systemd::journal::{Sender, encode};
+    let alloc = nomad_driver_systemd::nomad_standin::alloc::alloc_id().unwrap();
+    let sender = Sender::new(&sd.runtime_dir().join("journal/socket")).unwrap();
+    let t0 = std::time::Instant::now();
+    let cpu0 = cpu_seconds(std::process::id());
+    for (stream, priority) in [("out", "6"), ("err", "3")] {
+        let fields = encode(&[
+            ("PRIORITY", priority.as_bytes()),
+            ("SYSLOG_IDENTIFIER", b"bulk"),
+            (
+                "OBJECT_SYSTEMD_UNIT",
+                b"nomad-0123456789abcdef-bulk-00000001.service",
+            ),
+            (
+                "NOMAD_LOG_STREAM",
+                if stream == "out" {
+                    b"stdout"
+                } else {
+                    b"stderr"
+                },
+            ),
+            ("NOMAD_ALLOC_ID", alloc.as_bytes()),
+            ("NOMAD_JOB_NAME", b"test"),
+            ("NOMAD_GROUP_NAME", b"group"),
+            ("NOMAD_TASK_NAME", b"bulk"),
+            ("NOMAD_NAMESPACE", b"default"),
+        ]);
+        let (mut buf, mut ends) = (Vec::new(), Vec::new());
+        let mut offset = 0;
+        for i in 1..=n {
+            let line = bulk_line(stream, i);
+            offset += line.len();
+            buf.extend_from_slice(b"MESSAGE=");
+            buf.extend_from_slice(line.trim_end_matches('\n').as_bytes());
+            buf.extend_from_slice(format!("\nNOMAD_LOG_POS=0:{offset}\n").as_bytes());
+            buf.extend_from_slice(&fields);
+            ends.push(buf.len());
+            if ends.len() == 1024 || i == n {
+                let (sent, err) = sender.send_many(&buf, &ends);
+                assert_eq!(sent, ends.len(), "{err:?}");
+                buf.clear();
+                ends.clear();
+            }
+        }
+    }
+    let cpu = cpu_seconds(std::process::id()) - cpu0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !(last_line_in(sd, &alloc, "stdout", &bulk_line("out", n))
+        && last_line_in(sd, &alloc, "stderr", &bulk_line("err", n)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bare sender: journal incomplete"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (out, err) = (
+        journal_count(sd, &alloc, "stdout"),
+        journal_count(sd, &alloc, "stderr"),
+    );
+    assert_eq!((out, err), ((n, n), (n, n)), "journald dropped entries");
+    (secs, cpu)
+}
+
+/// `logs = "both"` throughput (README, *Performance*): 200,000 lines of 100 bytes (20 MB),
+/// half to stderr, written in blocks by two `cat`s; time until every line is in Nomad's files
+/// and in the journal, lines lost or doubled, plugin CPU; beside journald's own ceiling for the
+/// same entries (a bare sender, same run). `NDS_LOG_KILL=1` SIGKILLs the plugin once the first
+/// lines are in the journal; `NDS_LOG_MODE=nomad` runs without the forwarder.
 /// `cargo test --release --test logs -- --ignored --nocapture both_throughput`
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn both_throughput() {
-    // NDS_LOG_MODE=nomad: the same writer without the forwarder, as a baseline
     let mode = std::env::var("NDS_LOG_MODE").unwrap_or_else(|_| "both".into());
     let Some(mut s) = session(&mode).await else {
         return;
@@ -336,19 +472,28 @@ async fn both_throughput() {
     let kill = std::env::var_os("NDS_LOG_KILL").is_some();
     let n = 100_000;
     let alloc = Alloc::new("bulk");
-    let job = JobConfig::command(
-        "/usr/bin/awk",
-        &[&format!(
-            "BEGIN {{ for (i = 1; i <= {n}; i++) {{ printf \"%-99s\\n\", \"out-\" i; printf \"%-99s\\n\", \"err-\" i > \"/dev/stderr\" }} }}"
-        )],
-    );
+    for stream in ["out", "err"] {
+        let data: String = (1..=n).map(|i| bulk_line(stream, i)).collect();
+        std::fs::write(alloc.dir.join(format!("alloc/data/{stream}")), data).unwrap();
+    }
+    let job = JobConfig::sh("cat /alloc/data/out & cat /alloc/data/err >&2; wait");
     let task = alloc.task_config(1, &job);
+    let bytes = 100 * n;
+    let both = mode == "both";
+    let in_journal = |s: &Session| {
+        !both
+            || (last_line_in(&s.sd, &alloc.id, "stdout", &bulk_line("out", n))
+                && last_line_in(&s.sd, &alloc.id, "stderr", &bulk_line("err", n)))
+    };
     let cpu0 = cpu_seconds(s.plugin().pid());
     let t0 = std::time::Instant::now();
     let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
     let mut cpu_before_kill = 0.0;
     if kill {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = std::time::Instant::now() + SECS;
+        while journal(&s.sd, &alloc.id).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         cpu_before_kill = cpu_seconds(s.plugin().pid()) - cpu0;
         s.plugin.take().unwrap().crash();
         s.relaunch().await;
@@ -366,40 +511,56 @@ async fn both_throughput() {
     let w = s.wait(&task.id).await;
     assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
     let written = t0.elapsed();
-    let bytes = 100 * n;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    let (mut out, mut err);
+    let mut files_done = None;
     loop {
-        (out, err) = if mode == "both" {
-            (
-                journal_count(&s.sd, &alloc.id, "stdout"),
-                journal_count(&s.sd, &alloc.id, "stderr"),
-            )
-        } else {
-            (n, n)
-        };
-        let files = alloc.stdout.text().len() >= bytes && alloc.stderr.text().len() >= bytes;
-        if (files && out >= n && err >= n) || std::time::Instant::now() > deadline {
+        if files_done.is_none() && alloc.stdout.len() >= bytes && alloc.stderr.len() >= bytes {
+            files_done = Some(t0.elapsed());
+        }
+        if (files_done.is_some() && in_journal(&s)) || std::time::Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all = t0.elapsed();
     let cpu = cpu_seconds(s.plugin().pid()) - cpu_start + cpu_before_kill;
+    let (out, err) = if both {
+        (
+            journal_count(&s.sd, &alloc.id, "stdout"),
+            journal_count(&s.sd, &alloc.id, "stderr"),
+        )
+    } else {
+        ((n, n), (n, n))
+    };
     let mb = 2.0 * bytes as f64 / 1e6;
+    let (bare, bare_cpu) = bare_journal_send(&s.sd, n);
     println!(
-        "logs = {mode}{}: {} lines ({mb:.0} MB) written in {:.2} s; in both views after {:.2} s ({:.1} MB/s); journal stdout {out}/{n}, stderr {err}/{n}; Nomad files {}/{} bytes; plugin CPU {cpu:.2} s",
+        "logs = {mode}{}: {} lines ({mb:.0} MB) written in {:.2} s; Nomad's files complete after {:.2} s; \
+         both views after {:.2} s ({:.1} MB/s, {:.0} lines/s); journal stdout {}/{n} ({} distinct), stderr {}/{n} ({} distinct); \
+         Nomad files {}/{} bytes; plugin CPU {cpu:.2} s ({:.3} s/MB)\n\
+         journald ceiling (bare sender, same entries, same run): {:.2} s ({:.1} MB/s, {:.0} lines/s), sender CPU {bare_cpu:.2} s; forwarder / ceiling: {:.2}",
         if kill {
-            ", plugin SIGKILLed midway"
+            ", plugin SIGKILLed mid-stream"
         } else {
             ""
         },
         2 * n,
         written.as_secs_f64(),
+        files_done.unwrap_or(all).as_secs_f64(),
         all.as_secs_f64(),
         mb / all.as_secs_f64(),
-        alloc.stdout.text().len() + alloc.stderr.text().len(),
+        2.0 * n as f64 / all.as_secs_f64(),
+        out.0,
+        out.1,
+        err.0,
+        err.1,
+        alloc.stdout.len() + alloc.stderr.len(),
         2 * bytes,
+        cpu / mb,
+        bare,
+        mb / bare,
+        2.0 * n as f64 / bare,
+        bare / all.as_secs_f64(),
     );
     s.destroy(&task.id).await;
     s.finish().await;
@@ -459,4 +620,108 @@ async fn both_covers_unit_mode() {
         ]
     );
     s.finish().await;
+}
+
+/// journald rate-limits by the sender's unit (systemd `journald-server.c`,
+/// `server_dispatch_message`: `journal_ratelimit_test` keyed by the client context's unit and
+/// the priority), and the forwarder sends from the Nomad agent's unit. Here the plugin runs as a
+/// service of the private systemd, so journald knows its PID and unit as on a node. With the
+/// unit's default limits a burst of forwarded lines is cut short, and so it is with
+/// `LogRateLimitIntervalSec=0`, which systemd does not pass on to journald (`unit.c`,
+/// `unit_export_log_rate_limit_interval` exports only a non-zero value; systemd issue #22034).
+/// With `LogRateLimitIntervalSec=1us` (what the NixOS module sets on `nomad.service` for
+/// `logs = "both"`) every line is there once, and `journalctl -u <task unit>` finds each once
+/// (`add_matches_for_unit`: `_UID=0` + `OBJECT_SYSTEMD_UNIT=`).
+#[tokio::test]
+async fn agent_unit_rate_limit_drops_forwarded_lines_unless_disabled_and_journalctl_u_finds_them() {
+    if !require() {
+        return;
+    }
+    // above journald's burst of 10,000 per 30 s, even scaled up for free space (×6 at 1 TB)
+    let n = 70_000;
+    let mut kept = Vec::new();
+    for properties in [
+        &[][..],
+        &["LogRateLimitIntervalSec=0"][..],
+        &["LogRateLimitIntervalSec=1us"][..],
+    ] {
+        let config = plugin_config(&[("logs", rmpv::Value::from("both"))]);
+        let s = Session::new_in_unit(config, "nomad.service", properties).await;
+        assert_eq!(
+            s.sd.show("nomad.service", "ActiveState"),
+            "active",
+            "the plugin runs as the agent's unit"
+        );
+        let alloc = Alloc::new("burst");
+        let job = JobConfig::command(
+            "/usr/bin/awk",
+            &[&format!(
+                "BEGIN {{ for (i = 1; i <= {n}; i++) print \"l-\" i }}"
+            )],
+        );
+        let task = alloc.task_config(1, &job);
+        s.start(task.clone()).await.unwrap();
+        let unit = s.sd.nomad_units().into_iter().next().unwrap_or_default();
+        let w = s.wait(&task.id).await;
+        assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+        s.destroy(&task.id).await;
+        assert!(alloc.stdout.wait_for(&format!("l-{n}\n"), SECS));
+        // the forwarder is done once the last line is in, or nothing came for a while
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = (0, std::time::Instant::now());
+        loop {
+            let (count, _) = journal_count(&s.sd, &alloc.id, "stdout");
+            if count >= n || std::time::Instant::now() > deadline {
+                break;
+            }
+            if count != last.0 {
+                last = (count, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (count, distinct) = journal_count(&s.sd, &alloc.id, "stdout");
+        assert_eq!(count, distinct, "doubled lines");
+        if properties.len() != 1 || properties[0].ends_with("=0") {
+            // journald reports the suppression only with the first message it lets through
+            // after the interval (30 s), so the count is the evidence here
+            assert!(count < n, "{properties:?}: {count} of {n} lines kept");
+        } else {
+            assert_eq!(count, n, "LogRateLimitIntervalSec=1us: every line");
+            // `journalctl -u <task unit>`: each forwarded line once (beside systemd's own
+            // messages about the unit)
+            let by_unit = s.sd.exec(&[
+                "sh",
+                "-c",
+                &format!(
+                    "journalctl --no-pager -o cat -u {unit} | grep -c '^l-'; \
+                     journalctl --no-pager -o cat -u {unit} | grep '^l-' | sort -u | wc -l"
+                ),
+            ]);
+            let counts: Vec<&str> = by_unit.split_whitespace().collect();
+            let want = n.to_string();
+            assert_eq!(
+                counts,
+                [want.as_str(), want.as_str()],
+                "journalctl -u {unit}"
+            );
+        }
+        // the plugin names the limit it sends under
+        let warned = s
+            .plugin()
+            .stderr_text()
+            .contains("journald rate-limits this unit");
+        assert_eq!(
+            warned,
+            !properties[..].ends_with(&["LogRateLimitIntervalSec=1us"]),
+            "{properties:?}"
+        );
+        kept.push(count);
+        s.finish().await;
+    }
+    println!(
+        "lines kept of {n}: default limits {}, LogRateLimitIntervalSec=0 {}, LogRateLimitIntervalSec=1us {}",
+        kept[0], kept[1], kept[2]
+    );
 }

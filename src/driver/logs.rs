@@ -4,12 +4,12 @@
 //! cursor after a plugin restart (ARCHITECTURE.md, *Task logs*).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::journal::{JournalPaths, MAX_MESSAGE, Sender, newest_field};
+use crate::journal::{JournalPaths, MAX_MESSAGE, Sender, encode, newest_field};
 
 /// How often the files are read.
 const TICK: Duration = Duration::from_millis(100);
@@ -32,14 +32,63 @@ pub struct Follow {
 #[derive(Debug)]
 struct Stream {
     name: &'static str,
-    priority: &'static str,
     /// File index and byte offset of the next unread byte.
     index: u64,
     offset: u64,
+    /// `index`'s file, open at `offset`.
+    file: Option<std::fs::File>,
     /// A line begun but not ended (it may continue in the next file).
     carry: Vec<u8>,
-    /// `NOMAD_LOG_POS` of the last line sent (where the next line starts).
-    committed: String,
+    /// Where the next line starts: the `NOMAD_LOG_POS` of the last line queued.
+    line_start: (u64, u64),
+    /// The `NOMAD_LOG_POS` of the last line journald took: where a failed send resumes.
+    committed: (u64, u64),
+    /// The fields every entry of the stream carries, in the native format, encoded once.
+    fields: Vec<u8>,
+}
+
+impl Stream {
+    fn new(name: &'static str, priority: &'static str, f: &Follow) -> Self {
+        let mut fields: Vec<(&str, &[u8])> = vec![
+            ("PRIORITY", priority.as_bytes()),
+            ("SYSLOG_IDENTIFIER", f.task.as_bytes()),
+            ("OBJECT_SYSTEMD_UNIT", f.unit.as_bytes()),
+            ("NOMAD_LOG_STREAM", name.as_bytes()),
+        ];
+        for (k, v) in &f.fields {
+            fields.push((k.as_str(), v.as_bytes()));
+        }
+        Self {
+            name,
+            index: 0,
+            offset: 0,
+            file: None,
+            carry: Vec::new(),
+            line_start: (0, 0),
+            committed: (0, 0),
+            fields: encode(&fields),
+        }
+    }
+
+    /// Continues at `pos` (a resume, or after a failed send).
+    fn seek(&mut self, pos: (u64, u64)) {
+        (self.index, self.offset) = pos;
+        self.line_start = pos;
+        self.committed = pos;
+        self.file = None;
+        self.carry.clear();
+    }
+}
+
+/// The forwarder's reusable buffers: one read block, and the datagrams queued for `sendmmsg`.
+#[derive(Default)]
+struct Batch {
+    read: Vec<u8>,
+    buf: Vec<u8>,
+    /// Where each datagram ends in `buf`.
+    ends: Vec<usize>,
+    /// The stream's `committed` once each datagram is in.
+    pos: Vec<(u64, u64)>,
 }
 
 struct Followed {
@@ -90,19 +139,15 @@ impl Forwarder {
         if tasks.contains_key(&follow.task_id) {
             return;
         }
-        let stream = |name, priority| Stream {
-            name,
-            priority,
-            index: 0,
-            offset: 0,
-            carry: Vec::new(),
-            committed: String::new(),
-        };
+        let streams = [
+            Stream::new("stdout", "6", &follow),
+            Stream::new("stderr", "3", &follow),
+        ];
         tasks.insert(
             follow.task_id.clone(),
             Followed {
                 follow,
-                streams: [stream("stdout", "6"), stream("stderr", "3")],
+                streams,
                 resumed: false,
                 last_data: Instant::now(),
             },
@@ -139,8 +184,11 @@ fn run(paths: &JournalPaths, shared: &Shared) {
             return;
         }
     };
+    warn_rate_limit(paths);
+    let mut batch = Batch::default();
     loop {
         let ids: Vec<String> = lock(tasks).keys().cloned().collect();
+        let mut any = false;
         for id in ids {
             // one task at a time, outside the map's lock while journalctl runs
             let Some(mut t) = lock(tasks).remove(&id) else {
@@ -150,17 +198,18 @@ fn run(paths: &JournalPaths, shared: &Shared) {
                 resume(paths, &mut t);
             }
             let mut moved = false;
-            for s in 0..2 {
-                moved |= pump(&sender, &t.follow, &mut t.streams[s], false);
+            for s in &mut t.streams {
+                moved |= pump(&sender, &t.follow, s, &mut batch, false);
             }
             if moved {
                 t.last_data = Instant::now();
+                any = true;
             }
             let done = t.last_data.elapsed() >= DRAIN_QUIET && lock(&shared.draining).contains(&id);
             if done {
                 lock(&shared.draining).remove(&id);
-                for s in 0..2 {
-                    pump(&sender, &t.follow, &mut t.streams[s], true);
+                for s in &mut t.streams {
+                    pump(&sender, &t.follow, s, &mut batch, true);
                 }
                 tracing::debug!(task_id = %id, "log forwarder: task drained");
                 continue;
@@ -169,7 +218,28 @@ fn run(paths: &JournalPaths, shared: &Shared) {
             // a concurrent follow() of the same id keeps the newer entry
             map.entry(id).or_insert(t);
         }
-        std::thread::sleep(TICK);
+        // while output flows, read on; idle, look again after a tick
+        if !any {
+            std::thread::sleep(TICK);
+        }
+    }
+}
+
+/// journald rate-limits by the sender's unit, here the Nomad agent's: say so when that unit
+/// has journald's default limit (README, *logs*).
+fn warn_rate_limit(paths: &JournalPaths) {
+    let Some(runtime_dir) = paths.socket.parent().and_then(Path::parent) else {
+        return;
+    };
+    let cgroup = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    if let Some(unit) =
+        crate::journal::own_unit(&cgroup("/proc/self/cgroup"), &cgroup("/proc/1/cgroup"))
+        && crate::journal::default_rate_limit(runtime_dir, &unit)
+    {
+        tracing::warn!(
+            unit = %unit,
+            "logs = \"both\": journald rate-limits this unit (default 10000 lines per 30 s and priority); forwarded lines beyond it are dropped; set LogRateLimitIntervalSec=1us on the unit (0 does not lift it)"
+        );
     }
 }
 
@@ -212,31 +282,38 @@ fn resume(paths: &JournalPaths, t: &mut Followed) {
             let (i, o) = p.split_once(':')?;
             Some((i.parse().ok()?, o.parse().ok()?))
         });
-        (s.index, s.offset) = match parsed {
+        s.seek(match parsed {
             Some(p) => p,
             None => (lowest_index(&t.follow, s.name).unwrap_or(0), 0),
-        };
-        s.committed = format!("{}:{}", s.index, s.offset);
+        });
     }
     t.resumed = true;
 }
 
+/// Bytes read per `read` of a log file.
+const READ_BLOCK: usize = 256 * 1024;
+/// Bytes one pump reads before the next stream's turn.
+const PUMP_BUDGET: usize = 8 << 20;
+/// Datagrams queued before they are sent.
+const QUEUE: usize = 1024;
+
 /// Forwards the stream's complete lines (and, with `flush`, a last unterminated one); whether
-/// anything was read.
-fn pump(sender: &Sender, f: &Follow, s: &mut Stream, flush: bool) -> bool {
+/// anything was read. Reads logmon's files in blocks and sends the lines in `sendmmsg` batches.
+fn pump(sender: &Sender, f: &Follow, s: &mut Stream, b: &mut Batch, flush: bool) -> bool {
     let mut moved = false;
+    let mut budget = PUMP_BUDGET;
+    b.read.resize(READ_BLOCK, 0);
     loop {
-        let path = file(f, s.name, s.index);
-        let mut data = Vec::new();
-        let read = std::fs::File::open(&path).and_then(|mut fh| {
-            fh.seek(SeekFrom::Start(s.offset))?;
-            fh.read_to_end(&mut data)
-        });
-        match read {
-            Ok(_) => {}
-            Err(_) => {
+        if s.file.is_none() {
+            let path = file(f, s.name, s.index);
+            let opened = std::fs::File::open(&path).and_then(|mut fh| {
+                fh.seek(SeekFrom::Start(s.offset))?;
+                Ok(fh)
+            });
+            match opened {
+                Ok(fh) => s.file = Some(fh),
                 // rotated away before we read it: skip to what is there
-                match lowest_index(f, s.name) {
+                Err(_) => match lowest_index(f, s.name) {
                     Some(low) if low > s.index => {
                         tracing::warn!(file = %path.display(), "log forwarder: file gone before it was read");
                         s.index = low;
@@ -244,74 +321,120 @@ fn pump(sender: &Sender, f: &Follow, s: &mut Stream, flush: bool) -> bool {
                         s.carry.clear();
                         continue;
                     }
-                    _ => return moved,
-                }
+                    _ => break,
+                },
             }
         }
-        let mut start = 0;
-        while let Some(nl) = data[start..].iter().position(|b| *b == b'\n') {
-            let end = start + nl;
-            let mut line = std::mem::take(&mut s.carry);
-            line.extend_from_slice(&data[start..end]);
-            let pos = format!("{}:{}", s.index, s.offset + end as u64 + 1);
-            if send(sender, f, s, &line, &pos).is_err() {
-                s.carry = line;
-                s.carry.truncate(s.carry.len() - (end - start));
-                s.offset += start as u64;
-                return moved;
+        let Some(fh) = s.file.as_mut() else { break };
+        let mut n = fh.read(&mut b.read).unwrap_or(0);
+        if n == 0 {
+            // logmon has moved on to the next file once it exists: then this one is complete
+            // (read it to its end once more: it may have grown before the rotation)
+            if !file(f, s.name, s.index + 1).exists() {
+                break;
             }
-            s.committed = pos;
-            moved = true;
+            n = fh.read(&mut b.read).unwrap_or(0);
+            if n == 0 {
+                s.index += 1;
+                s.offset = 0;
+                s.file = None;
+                continue;
+            }
+        }
+        moved = true;
+        let mut start = 0;
+        while let Some(nl) = memchr(&b.read[start..n]) {
+            let end = start + nl;
+            let pos = (s.index, s.offset + end as u64 + 1);
+            if s.carry.is_empty() {
+                queue_line(
+                    s,
+                    &mut b.buf,
+                    &mut b.ends,
+                    &mut b.pos,
+                    &b.read[start..end],
+                    pos,
+                );
+            } else {
+                let mut line = std::mem::take(&mut s.carry);
+                line.extend_from_slice(&b.read[start..end]);
+                queue_line(s, &mut b.buf, &mut b.ends, &mut b.pos, &line, pos);
+                line.clear();
+                s.carry = line;
+            }
             start = end + 1;
         }
-        let rest = &data[start..];
-        if !rest.is_empty() {
-            s.carry.extend_from_slice(rest);
-            moved = true;
+        s.carry.extend_from_slice(&b.read[start..n]);
+        s.offset += n as u64;
+        if b.ends.len() >= QUEUE && !send_queued(sender, s, b) {
+            return moved;
         }
-        s.offset += data.len() as u64;
-        // logmon has moved on to the next file: this one is complete
-        if file(f, s.name, s.index + 1).exists() {
-            s.index += 1;
-            s.offset = 0;
-            continue;
+        budget = budget.saturating_sub(n);
+        if budget == 0 {
+            break;
         }
-        if flush && !s.carry.is_empty() {
-            let line = std::mem::take(&mut s.carry);
-            let pos = format!("{}:{}", s.index, s.offset);
-            let _ = send(sender, f, s, &line, &pos);
-        }
-        return moved;
     }
+    if flush && !s.carry.is_empty() {
+        let line = std::mem::take(&mut s.carry);
+        let pos = (s.index, s.offset);
+        queue_line(s, &mut b.buf, &mut b.ends, &mut b.pos, &line, pos);
+    }
+    send_queued(sender, s, b);
+    moved
 }
 
-fn send(sender: &Sender, f: &Follow, s: &Stream, line: &[u8], pos: &str) -> std::io::Result<()> {
-    let chunks: Vec<&[u8]> = if line.is_empty() {
-        vec![line]
-    } else {
-        line.chunks(MAX_MESSAGE).collect()
-    };
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let mut fields: Vec<(&str, &[u8])> = vec![
-            ("MESSAGE", chunk),
-            ("PRIORITY", s.priority.as_bytes()),
-            ("SYSLOG_IDENTIFIER", f.task.as_bytes()),
-            ("OBJECT_SYSTEMD_UNIT", f.unit.as_bytes()),
-            ("NOMAD_LOG_STREAM", s.name.as_bytes()),
-        ];
-        // the entry that ends the line carries its end; the entries before it where the line
-        // starts, so that a restart between them sends the line again rather than losing it
-        fields.push((
-            "NOMAD_LOG_POS",
-            if i == last { pos } else { &s.committed }.as_bytes(),
-        ));
-        for (k, v) in &f.fields {
-            fields.push((k.as_str(), v.as_bytes()));
-        }
-        sender.send(&fields)?;
+fn memchr(data: &[u8]) -> Option<usize> {
+    data.iter().position(|b| *b == b'\n')
+}
+
+/// Queues one line's entries: one, or for a line longer than [`MAX_MESSAGE`] several, the
+/// earlier ones carrying where the line starts (a restart between them sends the line again
+/// rather than losing it) and the last where it ends.
+fn queue_line(
+    s: &mut Stream,
+    buf: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    positions: &mut Vec<(u64, u64)>,
+    line: &[u8],
+    end: (u64, u64),
+) {
+    let count = line.len().div_ceil(MAX_MESSAGE).max(1);
+    for i in 0..count {
+        let chunk =
+            &line[(i * MAX_MESSAGE).min(line.len())..((i + 1) * MAX_MESSAGE).min(line.len())];
+        let pos = if i + 1 == count { end } else { s.line_start };
+        buf.extend_from_slice(b"MESSAGE=");
+        buf.extend_from_slice(chunk);
+        // writing into a Vec cannot fail
+        let _ = write!(buf, "\nNOMAD_LOG_POS={}:{}\n", pos.0, pos.1);
+        buf.extend_from_slice(&s.fields);
+        ends.push(buf.len());
+        positions.push(pos);
     }
-    Ok(())
+    s.line_start = end;
+}
+
+/// Sends the queued entries; on failure the stream continues after the last entry journald
+/// took (the rest is read again), and `false`.
+fn send_queued(sender: &Sender, s: &mut Stream, b: &mut Batch) -> bool {
+    if b.ends.is_empty() {
+        return true;
+    }
+    let (sent, err) = sender.send_many(&b.buf, &b.ends);
+    if sent > 0 {
+        s.committed = b.pos[sent - 1];
+    }
+    b.buf.clear();
+    b.ends.clear();
+    b.pos.clear();
+    match err {
+        None => true,
+        Some(e) => {
+            tracing::debug!(error = %e, stream = s.name, "log forwarder: journal send failed; retrying");
+            s.seek(s.committed);
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -351,33 +474,128 @@ mod tests {
             task: "web".into(),
             fields: vec![("NOMAD_ALLOC_ID".into(), "a".into())],
         };
-        let stream = || Stream {
-            name: "stderr",
-            priority: "3",
-            index: 0,
-            offset: 0,
-            carry: Vec::new(),
-            committed: "0:0".into(),
-        };
+        let stream = || Stream::new("stderr", "3", &follow);
+        let mut batch = Batch::default();
         std::fs::write(dir.path().join("web.stderr.0"), "one\ntw").unwrap();
         let mut s = stream();
-        assert!(pump(&sender, &follow, &mut s, false));
+        assert!(pump(&sender, &follow, &mut s, &mut batch, false));
         assert_eq!(received(&journal), [("one".into(), "0:4".into())]);
         // logmon rotates in the middle of a line
         std::fs::write(dir.path().join("web.stderr.1"), "o\nthree\npart").unwrap();
-        pump(&sender, &follow, &mut s, false);
+        pump(&sender, &follow, &mut s, &mut batch, false);
         assert_eq!(
             received(&journal),
             [("two".into(), "1:2".into()), ("three".into(), "1:8".into())]
         );
         // DestroyTask's drain sends the unterminated tail
-        pump(&sender, &follow, &mut s, true);
+        pump(&sender, &follow, &mut s, &mut batch, true);
         assert_eq!(received(&journal), [("part".into(), "1:12".into())]);
         // a restart at "1:8" (the newest position in the journal before the tail) resends
         // only what came after it
         let mut again = stream();
-        (again.index, again.offset) = (1, 8);
-        pump(&sender, &follow, &mut again, true);
+        again.seek((1, 8));
+        pump(&sender, &follow, &mut again, &mut batch, true);
         assert_eq!(received(&journal), [("part".into(), "1:12".into())]);
+    }
+
+    fn follow(dir: &std::path::Path) -> Follow {
+        Follow {
+            task_id: "t".into(),
+            unit: "u.service".into(),
+            dir: dir.to_path_buf(),
+            task: "web".into(),
+            fields: vec![("NOMAD_ALLOC_ID".into(), "a".into())],
+        }
+    }
+
+    /// Thousands of lines go out in `sendmmsg` batches, in order, each with its fields; a line
+    /// longer than one entry is split, its earlier entries carrying where it starts; data
+    /// appended to a file before logmon rotates is not skipped.
+    #[test]
+    fn batches_keep_order_split_long_lines_and_read_a_file_to_its_end_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let sender = Sender::new(&sock_path).unwrap();
+        let f = follow(dir.path());
+        let mut want: Vec<(String, String)> = Vec::new();
+        let mut data = String::new();
+        for i in 0..5000 {
+            data.push_str(&format!("line-{i}\n"));
+            want.push((format!("line-{i}"), format!("0:{}", data.len())));
+        }
+        let start = data.len();
+        let long = "x".repeat(MAX_MESSAGE + 10);
+        data.push_str(&long);
+        data.push('\n');
+        want.push((long[..MAX_MESSAGE].to_string(), format!("0:{start}")));
+        want.push((long[MAX_MESSAGE..].to_string(), format!("0:{}", data.len())));
+        std::fs::write(dir.path().join("web.stdout.0"), &data).unwrap();
+        // journald's side, reading while the forwarder sends (the socket queue is short)
+        let n = want.len() + 1;
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 1 << 17];
+            while got.len() < n {
+                let len = journal.recv(&mut buf).unwrap();
+                got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+            got
+        });
+        let mut s = Stream::new("stdout", "6", &f);
+        let mut batch = Batch::default();
+        assert!(pump(&sender, &f, &mut s, &mut batch, false));
+        // logmon appends, then rotates: the append is read before file 1
+        let mut fh = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("web.stdout.0"))
+            .unwrap();
+        fh.write_all(b"late\n").unwrap();
+        std::fs::write(dir.path().join("web.stdout.1"), "").unwrap();
+        pump(&sender, &f, &mut s, &mut batch, false);
+        want.push(("late".into(), format!("0:{}", data.len() + 5)));
+        let got = reader.join().unwrap();
+        let pairs: Vec<(String, String)> = got
+            .iter()
+            .map(|d| {
+                let get = |k: &str| {
+                    d.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                assert_eq!(get("PRIORITY"), "6", "{d}");
+                assert_eq!(get("NOMAD_LOG_STREAM"), "stdout");
+                assert_eq!(get("OBJECT_SYSTEMD_UNIT"), "u.service");
+                assert_eq!(get("SYSLOG_IDENTIFIER"), "web");
+                assert_eq!(get("NOMAD_ALLOC_ID"), "a");
+                (get("MESSAGE"), get("NOMAD_LOG_POS"))
+            })
+            .collect();
+        assert_eq!(pairs, want);
+        assert_eq!((s.index, s.offset), (1, 0));
+        assert_eq!(s.committed, (0, data.len() as u64 + 5));
+    }
+
+    /// With journald away nothing is committed; once it is back the same lines are sent, once.
+    #[test]
+    fn a_failed_send_is_retried_from_the_last_committed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let sender = Sender::new(&sock_path).unwrap();
+        let f = follow(dir.path());
+        std::fs::write(dir.path().join("web.stdout.0"), "a\nb\n").unwrap();
+        let mut s = Stream::new("stdout", "6", &f);
+        let mut batch = Batch::default();
+        pump(&sender, &f, &mut s, &mut batch, false);
+        assert_eq!(s.committed, (0, 0));
+        assert_eq!((s.index, s.offset), (0, 0));
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        pump(&sender, &f, &mut s, &mut batch, false);
+        assert_eq!(
+            received(&journal),
+            [("a".into(), "0:2".into()), ("b".into(), "0:4".into())]
+        );
+        assert_eq!(s.committed, (0, 4));
     }
 }

@@ -94,6 +94,14 @@ impl JobConfig {
     }
 }
 
+/// What logmon's copy reads from a FIFO at once: Go's `io.Copy` buffer (Nomad
+/// `client/logmon/logmon.go`, `logRotatorWrapper.start` copies the FIFO into the rotator).
+const COPY_BLOCK: usize = 32 * 1024;
+/// logmon's rotator buffers its file writes (`logBufferSize`, 64 KiB) and flushes them every
+/// `bufferFlushDuration` (100 ms) (Nomad `client/logmon/logging/rotator.go`).
+const ROTATOR_BUFFER: usize = 64 * 1024;
+const ROTATOR_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A FIFO read like logmon does: everything kept in memory, optionally echoed.
 pub struct LogReader {
     pub path: PathBuf,
@@ -105,6 +113,18 @@ pub type Echo = Box<dyn FnMut(&[u8]) + Send>;
 
 fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `f` has data (or EOF) within `timeout`.
+fn readable_within(f: &std::fs::File, timeout: std::time::Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(f),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&raw mut fds, 1, ms) > 0 }
 }
 
 impl LogReader {
@@ -129,7 +149,7 @@ impl LogReader {
         let sink = Arc::clone(&data);
         let p = path.clone();
         // logmon copies into `<task>.<stream>.<n>` beside the FIFO; one file, never rotated
-        let copy = path
+        let mut copy = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix('.')?.strip_suffix(".fifo"))
@@ -139,20 +159,37 @@ impl LogReader {
                     .append(true)
                     .open(path.with_file_name(format!("{stem}.0")))
                     .ok()
-            });
+            })
+            .map(|f| std::io::BufWriter::with_capacity(ROTATOR_BUFFER, f));
         std::thread::spawn(move || {
+            let mut buf = vec![0u8; COPY_BLOCK];
             // reopen after each writer closes, as logmon does on the next start
             loop {
                 let Ok(mut f) = std::fs::File::open(&p) else {
-                    return;
+                    break;
                 };
-                let mut buf = [0u8; 4096];
+                // when the oldest byte not yet in the file was buffered
+                let mut since: Option<std::time::Instant> = None;
                 loop {
+                    // as logmon's rotator: what is buffered reaches the file within 100 ms
+                    // (waiting on the FIFO with a timeout only while something is buffered)
+                    if let (Some(c), Some(t)) = (copy.as_mut(), since) {
+                        let left = ROTATOR_FLUSH.saturating_sub(t.elapsed());
+                        if left.is_zero() || !readable_within(&f, left) {
+                            let _ = c.flush();
+                            since = None;
+                        }
+                    }
                     match f.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if let Some(mut c) = copy.as_ref() {
+                            if let Some(c) = copy.as_mut() {
                                 let _ = c.write_all(&buf[..n]);
+                                if c.buffer().is_empty() {
+                                    since = None;
+                                } else if since.is_none() {
+                                    since = Some(std::time::Instant::now());
+                                }
                             }
                             lock(&sink).extend_from_slice(&buf[..n]);
                             if let Some(echo) = echo.as_mut() {
@@ -161,8 +198,11 @@ impl LogReader {
                         }
                     }
                 }
+                if let Some(c) = copy.as_mut() {
+                    let _ = c.flush();
+                }
                 if !p.exists() {
-                    return;
+                    break;
                 }
             }
         });
@@ -171,6 +211,15 @@ impl LogReader {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&lock(&self.data)).into_owned()
+    }
+
+    /// Bytes read so far (without copying them).
+    pub fn len(&self) -> usize {
+        lock(&self.data).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Waits until `needle` shows up in the log.

@@ -780,10 +780,12 @@ fn logs(b: &mut Builder, task: &TaskSpec, plugin: &PluginConfig, host: Host) {
         );
     }
     // journald's per-unit rate limit would drop lines of a chatty task; a job may set its own.
+    // A window of 1 µs lifts it: 0 would leave journald's default in force (systemd exports
+    // only a non-zero interval to journald, `unit_export_log_rate_limit_interval`).
     b.settings.push(Setting {
         name: "LogRateLimitIntervalSec".into(),
-        text: "0".into(),
-        dbus: vec![("LogRateLimitIntervalUSec".into(), DValue::U64(0))],
+        text: "1us".into(),
+        dbus: vec![("LogRateLimitIntervalUSec".into(), DValue::U64(1))],
         section: Section::Service,
     });
 }
@@ -2254,7 +2256,7 @@ mod log_tests {
         "StandardOutput=journal",
         "StandardError=journal",
         "SyslogIdentifier=web",
-        "LogRateLimitIntervalSec=0",
+        "LogRateLimitIntervalSec=1us",
     ];
 
     #[test]
@@ -2275,7 +2277,7 @@ mod log_tests {
         .unwrap();
         assert!(
             p.properties
-                .contains(&("LogRateLimitIntervalUSec".to_string(), DValue::U64(0)))
+                .contains(&("LogRateLimitIntervalUSec".to_string(), DValue::U64(1)))
         );
         assert!(
             p.properties
@@ -2317,7 +2319,7 @@ mod log_tests {
             "{got:?}"
         );
         assert!(
-            !got.contains(&"LogRateLimitIntervalSec=0".to_string()),
+            !got.contains(&"LogRateLimitIntervalSec=1us".to_string()),
             "{got:?}"
         );
     }

@@ -74,8 +74,13 @@ pub fn nomad_command(extra: &[(&str, String)]) -> Command {
 impl Plugin {
     /// Launches the binary and connects; panics with stderr on failure.
     pub async fn launch(extra: &[(&str, String)]) -> Self {
+        Self::launch_command(nomad_command(extra)).await
+    }
+
+    /// Launches `cmd` (which runs the binary, e.g. through a wrapper) and connects.
+    pub async fn launch_command(mut cmd: Command) -> Self {
         let started = Instant::now();
-        let mut child = nomad_command(extra).spawn().expect("spawn plugin");
+        let mut child = cmd.spawn().expect("spawn plugin");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let err_pipe = child.stderr.take().unwrap();
         let sink = Arc::clone(&stderr);

@@ -70,6 +70,46 @@ impl Session {
     pub async fn relaunch(&mut self) {
         let env = self.env();
         let p = Plugin::launch(&env).await;
+        self.configure(p).await;
+    }
+
+    /// A session whose plugin runs as the service `unit` of the private systemd, as under a
+    /// Nomad agent's unit on a node: inside its namespaces (journald sees the plugin's PID and
+    /// unit), with systemd's default settings plus `properties` (`systemd-run -p`). The plugin
+    /// reaches systemd and journald at their default paths; its stdout and stderr are the test's
+    /// pipes (`systemd-run --pipe`).
+    pub async fn new_in_unit(config: Vec<u8>, unit: &str, properties: &[&str]) -> Self {
+        let sd = PrivateSystemd::start();
+        let base = crate::common::plugin::nomad_command(&[]);
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["--target", &sd.pid.to_string()])
+            .args(["--mount", "--pid", "--uts", "--ipc", "--"])
+            .args(["systemd-run", "--quiet", "--pipe", "--collect"])
+            .arg(format!("--unit={unit}"));
+        for p in properties {
+            cmd.arg(format!("--property={p}"));
+        }
+        for (k, v) in base.get_envs() {
+            if let Some(v) = v {
+                let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
+                cmd.arg(format!("--setenv={k}={v}"));
+            }
+        }
+        cmd.arg("--").arg(base.get_program()).args(base.get_args());
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut s = Self {
+            sd,
+            plugin: None,
+            config,
+        };
+        let p = Plugin::launch_command(cmd).await;
+        s.configure(p).await;
+        s
+    }
+
+    async fn configure(&mut self, p: Plugin) {
         p.base()
             .set_config(SetConfigRequest {
                 msgpack_config: self.config.clone(),

@@ -195,7 +195,7 @@ let
       })
       (expect "full: assertions" c.full.failedAssertions [ ])
       # logs = "both": the agent's unit must not rate-limit the forwarded lines
-      (expect "full: LogRateLimitIntervalSec" c.full.logRateLimit 0)
+      (expect "full: LogRateLimitIntervalSec" c.full.logRateLimit "1us")
       (expect "on: LogRateLimitIntervalSec" c.on.logRateLimit null)
       (expect "off: plugin block" c.off.pluginBlock null)
       (expect "off: config.toml" c.off.configToml null)

@@ -272,7 +272,11 @@ impl DbusSystemd {
         )
         .await
         {
-            Ok(reply) => reply.map_err(map_err),
+            Ok(reply) => reply.map_err(map_err).inspect_err(|e| {
+                if e.is_transient() {
+                    tracing::debug!(method, path, error = %e, "call failed");
+                }
+            }),
             Err(_) => Err(SystemdError::Timeout(format!(
                 "{method} got no reply within {}s",
                 CALL_TIMEOUT.as_secs()
@@ -649,8 +653,22 @@ impl Systemd for DbusSystemd {
     }
 
     async fn watch(&self, unit: &str) -> Result<watch::Receiver<u64>> {
-        // connect first so the match rules exist before the caller reads the status
-        let _conn = self.conn().await?;
+        // connect first so the match rules exist before the caller reads the status; a
+        // connection made as systemd re-executes loses its Subscribe call (NoReply): again
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let mut delay = Duration::from_millis(50);
+        let _conn = loop {
+            match self.conn().await {
+                Err(SystemdError::Unreachable(why))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(why, "connecting to systemd failed; again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                r => break r?,
+            }
+        };
         let path = unit_object_path(unit);
         let mut watchers = lock(&self.inner.watchers);
         // watchers of destroyed tasks and vanished units go here (their units may never

@@ -1,6 +1,14 @@
 //! Reliability through the real binary on a real private systemd: tasks survive
 //! `daemon-reload`/`daemon-reexec` with their argv byte for byte, cleanup works for ids the
 //! plugin does not know, and nothing the plugin keeps grows with the number of tasks.
+//!
+//! `cargo test` runs the short form. The long form (more fault moments and rounds, the
+//! 1,000-cycle churn with 8 callers) is one command, whose `FIGURES |` rows are the README's
+//! Reliability table:
+//!
+//! ```text
+//! NDS_RELIABILITY_LONG=1 cargo test --release --test reliability -- --test-threads=1 --nocapture 2>&1 | grep -o 'FIGURES | .*'
+//! ```
 
 mod common;
 
@@ -16,6 +24,43 @@ use nomad_driver_systemd::unit::plan::exec_argv;
 use nomad_driver_systemd::vocab::env_file_path;
 
 const SECS: Duration = Duration::from_secs(20);
+
+/// The long form of the suite (`NDS_RELIABILITY_LONG=1`).
+fn long() -> bool {
+    std::env::var("NDS_RELIABILITY_LONG").is_ok_and(|v| v == "1")
+}
+
+/// The fault moments (ms) of a case: `short`, and `extra` too in the long form.
+fn moments(short: &[u64], extra: &[u64]) -> Vec<u64> {
+    let mut m = short.to_vec();
+    if long() {
+        m.extend_from_slice(extra);
+    }
+    m
+}
+
+/// One row of the README's Reliability table, printed once the case's assertions held:
+/// `tasks` tasks of which `accounted` ended as expected, `exits.0` exit codes reported as
+/// expected of `exits.1`, `leftovers` units of the case still loaded at its end.
+fn figures(
+    case: &str,
+    faults: usize,
+    tasks: usize,
+    accounted: usize,
+    exits: (usize, usize),
+    leftovers: usize,
+) {
+    let (exits, expected) = exits;
+    let lost_exits = if expected == 0 {
+        "—".to_string()
+    } else {
+        format!("{} of {expected}", expected - exits)
+    };
+    println!(
+        "FIGURES | {case} | {faults} | {} of {tasks} | {lost_exits} | {leftovers} |",
+        tasks - accounted
+    );
+}
 
 async fn session() -> Option<Session> {
     if !require() {
@@ -185,6 +230,7 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
     }
     std::fs::write(local.join("go-sh"), "go\n").unwrap();
     std::fs::write(local.join("go-py"), "go\n").unwrap();
+    let mut exits = 0;
     for t in [&sh_task, &py_task] {
         let w = s.wait(&t.id).await;
         assert_eq!(w.err, "");
@@ -194,8 +240,18 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
             "{}",
             s.plugin().stderr_text()
         );
+        exits += 1;
         s.destroy(&t.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        "2 running tasks with 28 nasty args each, `daemon-reload`, `daemon-reexec`, `daemon-reload`; argv byte-exact after each",
+        3,
+        2,
+        exits,
+        (exits, 2),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -277,13 +333,22 @@ async fn concurrent_starts_during_reloads_all_succeed() {
         let w = s.wait(&task.id).await;
         assert_eq!(w.result.unwrap().exit_code, 7, "{unit}");
     }
-    eprintln!(
-        "20 starts during {} reloads",
-        reloads.load(std::sync::atomic::Ordering::SeqCst)
-    );
+    let n_reloads = reloads.load(std::sync::atomic::Ordering::SeqCst) as usize;
+    eprintln!("20 starts during {n_reloads} reloads");
     for (task, _) in &tasks {
         s.destroy(&task.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "20 concurrent StartTasks while `daemon-reload` loops ({n_reloads} reloads); 0 failed starts, all `loaded`, argv byte-exact"
+        ),
+        n_reloads,
+        tasks.len(),
+        tasks.len() - failures.len(),
+        (tasks.len(), tasks.len()),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -348,6 +413,15 @@ async fn destroy_of_an_unknown_id_removes_the_unit_a_lost_recover_left() {
     assert_ne!(err.code(), tonic::Code::Unavailable);
     s.destroy(&task.id).await;
     assert_eq!(s.sd.show(&unit, "LoadState"), "not-found");
+    s.assert_clean().await;
+    figures(
+        "plugin SIGKILLed, no RecoverTask / a failing one, then StopTask + DestroyTask of the id; 0 env files left",
+        2,
+        2,
+        2,
+        (0, 0),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -422,8 +496,8 @@ async fn churn_leaves_nothing_behind() {
     let cycles: u32 = std::env::var("NDS_CHURN_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let callers = 4;
+        .unwrap_or(if long() { 1000 } else { 200 });
+    let callers = if long() { 8 } else { 4 };
     let alloc = std::sync::Arc::new(Alloc::new("churn"));
     let pid = s.plugin().pid();
     // one warm-up cycle opens what the plugin keeps for good (its bus connection); then the
@@ -483,6 +557,20 @@ async fn churn_leaves_nothing_behind() {
         "the plugin's open fds did not return to idle: {:?}",
         open_fds(pid)
     );
+    figures(
+        &format!(
+            "churn: start → stop → wait → destroy, {callers} callers, {cycles} cycles ({:.0} s); bookkeeping {}, open fds {fds_idle} → {fds_after}, RSS {:.1} → {:.1} MB",
+            elapsed.as_secs_f64(),
+            counts.map_or("?".into(), |c| c.map(|n| n.to_string()).join("/")),
+            rss_before as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        ),
+        0,
+        cycles as usize,
+        cycles as usize,
+        (cycles as usize, cycles as usize),
+        s.sd.nomad_units().len(),
+    );
     assert_eq!(
         counts,
         Some([0, 0, 0, 0]),
@@ -508,7 +596,8 @@ async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
     let Some(mut s) = session().await else { return };
     let alloc = Alloc::new("fault");
     let mut n = 0;
-    for delay_ms in [0u64, 5, 30, 120] {
+    let delays = moments(&[0, 5, 30, 120], &[1, 2, 10, 60, 250]);
+    for &delay_ms in &delays {
         // during StartTask
         n += 1;
         let task = alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]));
@@ -591,6 +680,16 @@ async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
             units_of(&s, &alloc)
         );
     }
+    figures(
+        &format!(
+            "plugin SIGKILLed at {delays:?} ms into StartTask, StopTask, DestroyTask; Nomad's retry on a new process; one unit per task"
+        ),
+        3 * delays.len(),
+        n as usize,
+        n as usize,
+        (delays.len(), delays.len()),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -607,13 +706,17 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
     let Some(s) = session().await else { return };
     let alloc = Alloc::new("busfault");
     let (mut ok, mut failed, mut n) = (0, 0, 0);
-    for delay_ms in [0u64, 20, 60] {
+    let delays = moments(&[0, 20, 60], &[5, 40, 100, 200]);
+    for &delay_ms in &delays {
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 n += 1;
                 alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]))
             })
             .collect();
+        // systemd refuses a sixth start of dbus within 10 s (StartLimitBurst); the long form
+        // restarts it more often
+        s.sd.exec(&["systemctl", "reset-failed", "dbus.service", "dbus.socket"]);
         let pid = s.sd.pid;
         let restart = std::thread::spawn(move || {
             std::process::Command::new("nsenter")
@@ -672,6 +775,17 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
         failed += tasks.len() - started.len();
     }
     eprintln!("bus restarts mid-start: {ok} starts succeeded, {failed} failed recoverably, 0 left");
+    figures(
+        &format!(
+            "dbus-daemon restarted while 6 StartTasks run, {} rounds: {ok} started, {failed} failed recoverably (their units removed once the bus was back)",
+            delays.len()
+        ),
+        delays.len(),
+        ok + failed,
+        ok + failed,
+        (ok, ok),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -761,6 +875,14 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
         "{}",
         s.sd.show(unit, "DropInPaths")
     );
+    figures(
+        "unit mode: 8 tasks start one installed unit at once (one owner, 7 refused); destroy from a new plugin process; drop-in reloaded away",
+        1,
+        8,
+        winners.len() + 7,
+        (0, 0),
+        usize::from(dropin.exists()) + usize::from(s.sd.show(unit, "ActiveState") == "active"),
+    );
     s.finish().await;
 }
 
@@ -808,6 +930,15 @@ async fn an_oom_kill_while_the_plugin_is_down_is_reported_after_recovery() {
     let r = s.wait(&task.id).await.result.unwrap();
     assert!(r.oom_killed, "{r:?}\n{}", s.plugin().stderr_text());
     s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        "cgroup v1: a child OOM-killed while the plugin is down, then RecoverTask; `oom_killed` reported",
+        1,
+        1,
+        1,
+        (usize::from(r.oom_killed), 1),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -989,6 +1120,14 @@ async fn a_pending_removal_survives_a_plugin_kill() {
             .contains("nomad-driver-systemd"),
         "the drop-in is still loaded"
     );
+    figures(
+        "DestroyTask with the bus down (transient + unit mode), plugin SIGKILLed before the bus is back; the next process finishes both removals (units, drop-in, env files)",
+        2,
+        2,
+        2,
+        (0, 0),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -1004,7 +1143,8 @@ async fn plugin_killed_mid_recover_then_recovered_again() {
     let task = alloc.task_config(1, &JobConfig::sh("read x < /local/go; exit 7"));
     let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
     let request = common::session::recover_request(&handle);
-    for delay_ms in [0u64, 2, 10, 40] {
+    let delays = moments(&[0, 2, 10, 40], &[1, 5, 20, 80]);
+    for &delay_ms in &delays {
         s.plugin.take().unwrap().crash();
         s.relaunch().await;
         let mut client = s.plugin().driver();
@@ -1033,6 +1173,17 @@ async fn plugin_killed_mid_recover_then_recovered_again() {
         s.plugin().stderr_text()
     );
     s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "plugin SIGKILLed at {delays:?} ms into RecoverTask (empty TaskConfig), RecoverTask again on a new process"
+        ),
+        delays.len(),
+        1,
+        1,
+        (1, 1),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -1045,7 +1196,8 @@ async fn daemon_reexec_mid_start_fails_no_start() {
     let local = alloc.dir.join("reexec/local");
     let mut n = 0;
     let mut all = Vec::new();
-    for delay_ms in [0u64, 10, 50] {
+    let delays = moments(&[0, 10, 50], &[5, 20, 100]);
+    for &delay_ms in &delays {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 n += 1;
@@ -1092,6 +1244,18 @@ async fn daemon_reexec_mid_start_fails_no_start() {
         assert_eq!(w.result.unwrap().exit_code, 7, "{}", t.id);
         s.destroy(&t.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "`daemon-reexec` while 4 StartTasks run, {} rounds; 0 failed starts, all `loaded`",
+            delays.len()
+        ),
+        delays.len(),
+        all.len(),
+        all.len(),
+        (all.len(), all.len()),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -1122,7 +1286,9 @@ async fn a_bus_restart_mid_wait_is_no_exit() {
                 .await
         }));
     }
-    for _ in 0..2 {
+    let rounds = if long() { 5 } else { 2 };
+    for _ in 0..rounds {
+        s.sd.exec(&["systemctl", "reset-failed", "dbus.service", "dbus.socket"]);
         s.sd.exec(&["systemctl", "restart", "dbus.service"]);
         tokio::time::sleep(Duration::from_secs(2)).await;
         for (w, t) in waits.iter().zip(&tasks) {
@@ -1150,5 +1316,81 @@ async fn a_bus_restart_mid_wait_is_no_exit() {
         assert_eq!(r.result.unwrap().exit_code, n, "{}", t.id);
         s.destroy(&t.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "dbus-daemon restarted {rounds} times while 4 WaitTasks wait; no early return, no duplicate unit"
+        ),
+        rounds,
+        tasks.len(),
+        tasks.len(),
+        (tasks.len(), tasks.len()),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}
+
+/// cgroup v1: the task itself OOM-killed and its unit ended while the plugin was down, so
+/// systemd has pruned the memory cgroup and its `oom_kill` counter: RecoverTask still reports
+/// the OOM kill (from the kernel's log), not a plain SIGKILL.
+#[tokio::test]
+async fn a_task_oom_killed_and_ended_while_the_plugin_is_down_is_reported_as_oom() {
+    let Some(mut s) = session().await else { return };
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let alloc = Alloc::new("hogend");
+    let local = alloc.dir.join("hogend/local");
+    mkfifo(&local.join("go"));
+    let job = JobConfig::sh(
+        "read x < /local/go; exec /usr/bin/perl -e \"my \\$x = 'a' x (300 * 1024 * 1024); sleep 30\"",
+    );
+    let mut task = alloc.task_config(1, &job);
+    if let Some(r) = task.resources.as_mut() {
+        if let Some(m) = r
+            .allocated_resources
+            .as_mut()
+            .and_then(|a| a.memory.as_mut())
+        {
+            m.memory_mb = 64;
+        }
+        if let Some(l) = r.linux_resources.as_mut() {
+            l.memory_limit_bytes = 64 << 20;
+        }
+    }
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    s.plugin.take().unwrap().crash();
+    std::fs::write(local.join("go"), "go\n").unwrap();
+    // the task dies while no plugin runs
+    let unit = unit_of(&task);
+    let deadline = Instant::now() + SECS;
+    while s.sd.show(&unit, "ActiveState") == "active" {
+        assert!(Instant::now() < deadline, "{unit} never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(RecoverTaskRequest {
+            task_id: task.id.clone(),
+            handle: Some(handle),
+        })
+        .await
+        .unwrap();
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert_eq!(r.signal, 9, "{r:?}");
+    assert!(
+        r.oom_killed,
+        "{r:?} (cgroup v2: {v2})\n{}",
+        s.plugin().stderr_text()
+    );
+    s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        "the task itself OOM-killed and ended while the plugin is down, then RecoverTask; `oom_killed` reported",
+        1,
+        1,
+        1,
+        (usize::from(r.oom_killed), 1),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }

@@ -148,6 +148,18 @@ in
             default = "nomad";
             description = "Where task output goes: `nomad` to Nomad's log FIFOs (`nomad alloc logs`, `StandardOutput=file:`); `journal` to the journal with the task's `NOMAD_*` fields (`journalctl NOMAD_ALLOC_ID=…`, `StandardOutput=journal`); `both` to Nomad's FIFOs, with the plugin's one forwarder copying Nomad's log files into the journal (stderr at priority 3). Output Nomad does not collect (`logs { disabled = true }`, `disable_log_collection`) goes to the journal either way.";
           };
+          max_stop_timeout = mkOption {
+            type = types.str;
+            default = "5m";
+            example = "30s";
+            description = "The longest `TimeoutStopSec` a job's `properties` may set, as a Go duration like Nomad's `kill_timeout` (`30s`, `5m`, `1h30m`). A job asking for more (`infinity` and `0` included) is refused, naming the property and this key.";
+          };
+          start_timeout = mkOption {
+            type = types.str;
+            default = "2m";
+            example = "30s";
+            description = "How long StartTask waits for systemd's start job (a Go duration); a start that takes longer fails recoverably and its unit is removed. Also the longest `TimeoutStartSec` a job may set.";
+          };
         };
       };
     };

@@ -1,11 +1,17 @@
 //! Randomized tests of every parser that takes job or agent input: the cty-msgpack decoding of
-//! the task and plugin configs, the property parsers, the unit-name scheme, and the shell form
-//! of an argv. Deterministic (a fixed seed), so a failure reproduces; `NDS_FUZZ_ITERS` sets the
-//! number of cases per parser (default 3,000), `NDS_FUZZ_SEED` the seed.
+//! the task and plugin configs, the property parsers, the plugin's durations, the unit-name
+//! scheme, and the shell form of an argv. Deterministic (a fixed seed), so a failure
+//! reproduces; `NDS_FUZZ_ITERS` sets the number of cases per parser (default 3,000),
+//! `NDS_FUZZ_SEED` the seed.
+//!
+//! The kept corpus, `tests/fuzz-corpus/<parser>/` (one input per file; `property/` files are
+//! `Name=value`), is replayed by [`the_kept_corpus_replays`] with the same checks, on a thread
+//! with a tokio worker's stack (2 MiB), where the plugin parses: inputs that once broke
+//! something, or that are shaped to (allocation bombs, deep nesting, overflows), stay tested.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use nomad_driver_systemd::config::{PluginConfig, TaskUserConfig};
+use nomad_driver_systemd::config::{PluginConfig, TaskUserConfig, duration};
 use nomad_driver_systemd::nomad_standin::alloc::JobConfig;
 use nomad_driver_systemd::properties::{PROPERTIES, dropin_line, to_dbus};
 use nomad_driver_systemd::unit::name::{
@@ -376,4 +382,133 @@ fn the_shell_form_of_any_argv_is_the_argv() {
             .collect();
         assert_eq!(out.stdout, want, "argv {args:?} as {sd_argv:?}");
     }
+}
+
+/// Any text as a plugin duration: no panic, and what parses reads back from its spelling.
+#[test]
+fn durations_never_panic_and_read_back() {
+    let mut rng = Rng::new();
+    for _ in 0..iterations() {
+        let text = rng.text(6);
+        check_duration(&text);
+    }
+}
+
+fn check_duration(text: &str) {
+    no_panic("duration::parse", &text, || {
+        if let Some(d) = duration::parse(text) {
+            assert_eq!(duration::parse(&duration::format(d)), Some(d), "{text:?}");
+        }
+    });
+}
+
+fn check_cty(bytes: &[u8]) {
+    no_panic("TaskUserConfig::from_msgpack", &bytes, || {
+        if let Err(e) = TaskUserConfig::from_msgpack(bytes) {
+            assert!(!e.to_string().is_empty());
+        }
+    });
+    no_panic("PluginConfig::from_msgpack", &bytes, || {
+        if let Err(e) = PluginConfig::from_msgpack(bytes) {
+            assert!(!e.to_string().is_empty());
+        }
+    });
+}
+
+fn check_property(name: &str, value: &str) {
+    no_panic(name, &value, || {
+        let Ok(dbus) = to_dbus(name, value) else {
+            return;
+        };
+        assert!(!dbus.is_empty(), "{name} = {value:?}: no D-Bus value");
+        let line = dropin_line(name, value)
+            .unwrap_or_else(|e| panic!("{name} = {value:?}: D-Bus ok, drop-in {e}"));
+        assert!(!line.contains(['\n', '\r', '\0']), "{line:?}");
+    });
+}
+
+fn check_unit_name(s: &str) {
+    no_panic("unit names", &s, || {
+        let s = s.replace('\0', "");
+        assert_eq!(unescape(&escape(&s)).as_deref(), Some(s.as_str()));
+        let _ = parse_unit_name(&s);
+        let _ = valid_unit_name(&s);
+        if let Some(n) = unit_of_task_id(&s) {
+            assert!(valid_unit_name(&n), "{s:?} → {n}");
+        }
+    });
+}
+
+fn check_job(name: &str, text: &str) {
+    use nomad_driver_systemd::cli::{job, validate};
+    no_panic("job parse and validate", &name, || {
+        if let Ok(j) = job::parse(text) {
+            let _ = validate::check_job(
+                name,
+                &j,
+                &PluginConfig::default(),
+                nomad_driver_systemd::unit::Host::default(),
+            );
+        }
+    });
+}
+
+/// Every file of `tests/fuzz-corpus/<parser>/`, sorted.
+fn corpus(parser: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-corpus")
+        .join(parser);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    files
+}
+
+#[test]
+fn the_kept_corpus_replays() {
+    let replay = || {
+        let mut n = 0;
+        for (_, bytes) in corpus("cty-msgpack") {
+            check_cty(&bytes);
+            n += 1;
+        }
+        for (name, bytes) in corpus("property") {
+            let text = String::from_utf8(bytes).unwrap_or_else(|_| panic!("{name}: not UTF-8"));
+            let (prop, value) = text
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{name}: not Name=value"));
+            check_property(prop, value);
+            n += 1;
+        }
+        for (_, bytes) in corpus("duration") {
+            check_duration(&String::from_utf8_lossy(&bytes));
+            n += 1;
+        }
+        for (_, bytes) in corpus("unit-name") {
+            check_unit_name(&String::from_utf8_lossy(&bytes));
+            n += 1;
+        }
+        for (name, bytes) in corpus("job") {
+            check_job(&name, &String::from_utf8_lossy(&bytes));
+            n += 1;
+        }
+        n
+    };
+    // a tokio worker's stack: deep nesting must be refused, not overflow it
+    let n = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(replay)
+        .unwrap()
+        .join()
+        .expect("the corpus replay panicked");
+    eprintln!("corpus: {n} inputs replayed, 0 panics");
 }

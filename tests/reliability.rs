@@ -1,6 +1,14 @@
 //! Reliability through the real binary on a real private systemd: tasks survive
 //! `daemon-reload`/`daemon-reexec` with their argv byte for byte, cleanup works for ids the
 //! plugin does not know, and nothing the plugin keeps grows with the number of tasks.
+//!
+//! `cargo test` runs the short form. The long form (more fault moments and rounds, the
+//! 1,000-cycle churn with 8 callers) is one command, whose `FIGURES |` rows are the README's
+//! Reliability table:
+//!
+//! ```text
+//! NDS_RELIABILITY_LONG=1 cargo test --release --test reliability -- --test-threads=1 --nocapture 2>&1 | grep -o 'FIGURES | .*'
+//! ```
 
 mod common;
 
@@ -16,6 +24,43 @@ use nomad_driver_systemd::unit::plan::exec_argv;
 use nomad_driver_systemd::vocab::env_file_path;
 
 const SECS: Duration = Duration::from_secs(20);
+
+/// The long form of the suite (`NDS_RELIABILITY_LONG=1`).
+fn long() -> bool {
+    std::env::var("NDS_RELIABILITY_LONG").is_ok_and(|v| v == "1")
+}
+
+/// The fault moments (ms) of a case: `short`, and `extra` too in the long form.
+fn moments(short: &[u64], extra: &[u64]) -> Vec<u64> {
+    let mut m = short.to_vec();
+    if long() {
+        m.extend_from_slice(extra);
+    }
+    m
+}
+
+/// One row of the README's Reliability table, printed once the case's assertions held:
+/// `tasks` tasks of which `accounted` ended as expected, `exits.0` exit codes reported as
+/// expected of `exits.1`, `leftovers` units of the case still loaded at its end.
+fn figures(
+    case: &str,
+    faults: usize,
+    tasks: usize,
+    accounted: usize,
+    exits: (usize, usize),
+    leftovers: usize,
+) {
+    let (exits, expected) = exits;
+    let lost_exits = if expected == 0 {
+        "—".to_string()
+    } else {
+        format!("{} of {expected}", expected - exits)
+    };
+    println!(
+        "FIGURES | {case} | {faults} | {} of {tasks} | {lost_exits} | {leftovers} |",
+        tasks - accounted
+    );
+}
 
 async fn session() -> Option<Session> {
     if !require() {
@@ -185,6 +230,7 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
     }
     std::fs::write(local.join("go-sh"), "go\n").unwrap();
     std::fs::write(local.join("go-py"), "go\n").unwrap();
+    let mut exits = 0;
     for t in [&sh_task, &py_task] {
         let w = s.wait(&t.id).await;
         assert_eq!(w.err, "");
@@ -194,8 +240,18 @@ async fn running_tasks_survive_reload_and_reexec_byte_for_byte() {
             "{}",
             s.plugin().stderr_text()
         );
+        exits += 1;
         s.destroy(&t.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        "2 running tasks with 28 nasty args each, `daemon-reload`, `daemon-reexec`, `daemon-reload`; argv byte-exact after each",
+        3,
+        2,
+        exits,
+        (exits, 2),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -277,13 +333,22 @@ async fn concurrent_starts_during_reloads_all_succeed() {
         let w = s.wait(&task.id).await;
         assert_eq!(w.result.unwrap().exit_code, 7, "{unit}");
     }
-    eprintln!(
-        "20 starts during {} reloads",
-        reloads.load(std::sync::atomic::Ordering::SeqCst)
-    );
+    let n_reloads = reloads.load(std::sync::atomic::Ordering::SeqCst) as usize;
+    eprintln!("20 starts during {n_reloads} reloads");
     for (task, _) in &tasks {
         s.destroy(&task.id).await;
     }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "20 concurrent StartTasks while `daemon-reload` loops ({n_reloads} reloads); 0 failed starts, all `loaded`, argv byte-exact"
+        ),
+        n_reloads,
+        tasks.len(),
+        tasks.len() - failures.len(),
+        (tasks.len(), tasks.len()),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -348,6 +413,15 @@ async fn destroy_of_an_unknown_id_removes_the_unit_a_lost_recover_left() {
     assert_ne!(err.code(), tonic::Code::Unavailable);
     s.destroy(&task.id).await;
     assert_eq!(s.sd.show(&unit, "LoadState"), "not-found");
+    s.assert_clean().await;
+    figures(
+        "plugin SIGKILLed, no RecoverTask / a failing one, then StopTask + DestroyTask of the id; 0 env files left",
+        2,
+        2,
+        2,
+        (0, 0),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }
 
@@ -365,6 +439,43 @@ fn bookkeeping(log: &str) -> Option<[u64; 4]> {
         n("watchers")?,
         n("job_waiters")?,
     ])
+}
+
+/// What the plugin's open fds point at (`/proc/<pid>/fd`).
+fn open_fds(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    std::fs::read_link(e.path())
+                        .map(|l| l.display().to_string())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The plugin's open fd count once it has stopped changing (closing is asynchronous): the
+/// same count for a second, or `want` as soon as it is seen; at most 10 s.
+async fn settled_fds(pid: u32, want: Option<usize>) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut since) = (open_fds(pid).len(), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = open_fds(pid).len();
+        if Some(n) == want {
+            return n;
+        }
+        if n != last {
+            (last, since) = (n, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) && want.is_none() {
+            return n;
+        }
+        if Instant::now() > deadline {
+            return n;
+        }
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -385,10 +496,17 @@ async fn churn_leaves_nothing_behind() {
     let cycles: u32 = std::env::var("NDS_CHURN_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let callers = 4;
+        .unwrap_or(if long() { 1000 } else { 200 });
+    let callers = if long() { 8 } else { 4 };
     let alloc = std::sync::Arc::new(Alloc::new("churn"));
     let pid = s.plugin().pid();
+    // one warm-up cycle opens what the plugin keeps for good (its bus connection); then the
+    // plugin is idle
+    let warm = alloc.task_config(cycles + 1, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(warm.clone()).await.unwrap();
+    s.stop(&warm.id, Duration::from_secs(5), "SIGTERM").await;
+    s.destroy(&warm.id).await;
+    let fds_idle = settled_fds(pid, None).await;
     let rss_before = rss_kib(pid);
     let t0 = Instant::now();
     let s = std::sync::Arc::new(s);
@@ -428,9 +546,30 @@ async fn churn_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_after = rss_kib(pid);
+    let fds_after = settled_fds(pid, Some(fds_idle)).await;
     eprintln!(
-        "churn: {cycles} cycles, {callers} callers, {:.1}s, plugin RSS {rss_before} KiB → {rss_after} KiB, bookkeeping {counts:?}",
+        "churn: {cycles} cycles, {callers} callers, {:.1}s, plugin RSS {rss_before} KiB → {rss_after} KiB, open fds {fds_idle} → {fds_after}, bookkeeping {counts:?}",
         elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        fds_after,
+        fds_idle,
+        "the plugin's open fds did not return to idle: {:?}",
+        open_fds(pid)
+    );
+    figures(
+        &format!(
+            "churn: start → stop → wait → destroy, {callers} callers, {cycles} cycles ({:.0} s); bookkeeping {}, open fds {fds_idle} → {fds_after}, RSS {:.1} → {:.1} MB",
+            elapsed.as_secs_f64(),
+            counts.map_or("?".into(), |c| c.map(|n| n.to_string()).join("/")),
+            rss_before as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        ),
+        0,
+        cycles as usize,
+        cycles as usize,
+        (cycles as usize, cycles as usize),
+        s.sd.nomad_units().len(),
     );
     assert_eq!(
         counts,
@@ -457,7 +596,8 @@ async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
     let Some(mut s) = session().await else { return };
     let alloc = Alloc::new("fault");
     let mut n = 0;
-    for delay_ms in [0u64, 5, 30, 120] {
+    let delays = moments(&[0, 5, 30, 120], &[1, 2, 10, 60, 250]);
+    for &delay_ms in &delays {
         // during StartTask
         n += 1;
         let task = alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]));
@@ -540,6 +680,16 @@ async fn plugin_killed_mid_call_leaves_no_duplicate_and_no_leftover() {
             units_of(&s, &alloc)
         );
     }
+    figures(
+        &format!(
+            "plugin SIGKILLed at {delays:?} ms into StartTask, StopTask, DestroyTask; Nomad's retry on a new process; one unit per task"
+        ),
+        3 * delays.len(),
+        n as usize,
+        n as usize,
+        (delays.len(), delays.len()),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -556,13 +706,17 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
     let Some(s) = session().await else { return };
     let alloc = Alloc::new("busfault");
     let (mut ok, mut failed, mut n) = (0, 0, 0);
-    for delay_ms in [0u64, 20, 60] {
+    let delays = moments(&[0, 20, 60], &[5, 40, 100, 200]);
+    for &delay_ms in &delays {
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 n += 1;
                 alloc.task_config(n, &JobConfig::command("/bin/sleep", &["300"]))
             })
             .collect();
+        // systemd refuses a sixth start of dbus within 10 s (StartLimitBurst); the long form
+        // restarts it more often
+        s.sd.exec(&["systemctl", "reset-failed", "dbus.service", "dbus.socket"]);
         let pid = s.sd.pid;
         let restart = std::thread::spawn(move || {
             std::process::Command::new("nsenter")
@@ -621,6 +775,17 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
         failed += tasks.len() - started.len();
     }
     eprintln!("bus restarts mid-start: {ok} starts succeeded, {failed} failed recoverably, 0 left");
+    figures(
+        &format!(
+            "dbus-daemon restarted while 6 StartTasks run, {} rounds: {ok} started, {failed} failed recoverably (their units removed once the bus was back)",
+            delays.len()
+        ),
+        delays.len(),
+        ok + failed,
+        ok + failed,
+        (ok, ok),
+        units_of(&s, &alloc).len(),
+    );
     s.finish().await;
 }
 
@@ -710,6 +875,14 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
         "{}",
         s.sd.show(unit, "DropInPaths")
     );
+    figures(
+        "unit mode: 8 tasks start one installed unit at once (one owner, 7 refused); destroy from a new plugin process; drop-in reloaded away",
+        1,
+        8,
+        winners.len() + 7,
+        (0, 0),
+        usize::from(dropin.exists()) + usize::from(s.sd.show(unit, "ActiveState") == "active"),
+    );
     s.finish().await;
 }
 
@@ -757,5 +930,467 @@ async fn an_oom_kill_while_the_plugin_is_down_is_reported_after_recovery() {
     let r = s.wait(&task.id).await.result.unwrap();
     assert!(r.oom_killed, "{r:?}\n{}", s.plugin().stderr_text());
     s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        "cgroup v1: a child OOM-killed while the plugin is down, then RecoverTask; `oom_killed` reported",
+        1,
+        1,
+        1,
+        (usize::from(r.oom_killed), 1),
+        s.sd.nomad_units().len(),
+    );
+    s.finish().await;
+}
+
+/// The operator's caps: a job's `TimeoutStopSec` above `max_stop_timeout` (`infinity`, `0`)
+/// and a `TimeoutStartSec` above `start_timeout` are refused, naming the property and the key;
+/// a value within the cap reaches systemd; and a start job that never finishes (a
+/// `Type=notify` task that never notifies; systemd's own default would wait 90 s) fails the
+/// StartTask recoverably once `start_timeout` has passed, its unit removed.
+#[tokio::test]
+async fn operator_caps_bound_job_timeouts_and_the_start_wait() {
+    if !require() {
+        return;
+    }
+    let config = common::session::plugin_config(&[
+        ("max_stop_timeout", rmpv::Value::from("1m")),
+        ("start_timeout", rmpv::Value::from("3s")),
+    ]);
+    let s = Session::new(config).await;
+    let alloc = Alloc::new("caps");
+    let with = |n: u32, props: &[(&str, &str)]| {
+        let mut job = JobConfig::command("/bin/sleep", &["300"]);
+        job.properties = Some(
+            props
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        );
+        alloc.task_config(n, &job)
+    };
+    for (n, (name, value, key)) in (1..).zip([
+        ("TimeoutStopSec", "infinity", "max_stop_timeout"),
+        ("TimeoutStopSec", "0", "max_stop_timeout"),
+        ("TimeoutStopSec", "61s", "max_stop_timeout"),
+        ("TimeoutStartSec", "4s", "start_timeout"),
+    ]) {
+        let err = s.start(with(n, &[(name, value)])).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains(&format!("config.properties.{name}"))
+                && err.message().contains(key),
+            "{name}={value}: {}",
+            err.message()
+        );
+    }
+    assert!(
+        units_of(&s, &alloc).is_empty(),
+        "a refused task has no unit"
+    );
+    // within the caps
+    let task = with(10, &[("TimeoutStopSec", "1m"), ("TimeoutStartSec", "3s")]);
+    s.start(task.clone()).await.unwrap();
+    assert_eq!(s.sd.show(&unit_of(&task), "TimeoutStopUSec"), "1min");
+    s.stop(&task.id, Duration::from_secs(5), "SIGTERM").await;
+    s.destroy(&task.id).await;
+    // a start job that never ends
+    let mut job = JobConfig::command("/bin/sleep", &["300"]);
+    job.properties = Some(vec![("Type".into(), "notify".into())]);
+    let task = alloc.task_config(11, &job);
+    let t0 = Instant::now();
+    let err = s.start(task.clone()).await.unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "StartTask answered after {took:?}: {err:?}"
+    );
+    s.assert_clean().await;
+    eprintln!(
+        "start_timeout 3s: StartTask failed after {took:?}: {}",
+        err.message()
+    );
+    s.finish().await;
+}
+
+/// A removal retried in the background outlives the plugin: DestroyTask with the bus down
+/// (a transient task and a unit-mode one) answers a recoverable error and records the
+/// removal; the plugin is SIGKILLed before the bus is back; the next plugin process, once
+/// configured, removes both units, the drop-in (reloaded away) and the environment files, with
+/// no further call from Nomad, and forgets the records.
+#[tokio::test]
+async fn a_pending_removal_survives_a_plugin_kill() {
+    if !require() {
+        return;
+    }
+    let config = common::session::plugin_config(&[(
+        "allowed_units",
+        rmpv::Value::Array(vec![rmpv::Value::from("keep@*.service")]),
+    )]);
+    let mut s = Session::new(config).await;
+    let dir = s.sd.runtime_dir().join("system");
+    std::fs::write(
+        dir.join("keep@.service"),
+        "[Unit]\nDescription=keeper %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    let alloc = Alloc::new("pending");
+    let transient = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    let installed = alloc.task_config(
+        2,
+        &JobConfig {
+            unit: Some("keep@pending.service".into()),
+            ..JobConfig::default()
+        },
+    );
+    s.start(transient.clone()).await.unwrap();
+    s.start(installed.clone()).await.unwrap();
+    let units = [unit_of(&transient), "keep@pending.service".to_string()];
+    let run = s.sd.runtime_dir().parent().unwrap().to_path_buf();
+    let env_files: Vec<_> = units
+        .iter()
+        .map(|u| run.join(env_file_path(u).trim_start_matches("/run/")))
+        .collect();
+    let dropin = dir
+        .join("keep@pending.service.d")
+        .join("50-nomad-driver-systemd.conf");
+    assert!(dropin.exists() && env_files.iter().all(|f| f.exists()));
+    // the bus goes away; DestroyTask cannot reach systemd
+    s.sd.exec(&["systemctl", "stop", "dbus.socket", "dbus.service"]);
+    for t in [&transient, &installed] {
+        let err = s
+            .bounded(
+                "DestroyTask",
+                s.plugin().driver().destroy_task(
+                    nomad_driver_systemd::proto::drivers::DestroyTaskRequest {
+                        task_id: t.id.clone(),
+                        force: true,
+                    },
+                ),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    }
+    let records = run.join("nomad-driver-systemd/removals");
+    let recorded = std::fs::read_dir(&records).map_or(0, Iterator::count);
+    assert_eq!(recorded, 2, "removal records in {}", records.display());
+    s.plugin.take().unwrap().crash();
+    s.sd.exec(&["systemctl", "start", "dbus.socket", "dbus.service"]);
+    // nothing happened meanwhile: both tasks still run
+    for u in &units {
+        assert_eq!(s.sd.show(u, "ActiveState"), "active", "{u}");
+    }
+    s.relaunch().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = units
+            .iter()
+            .filter(|u| s.sd.show(u, "ActiveState") != "inactive")
+            .cloned()
+            .chain(dropin.exists().then(|| "drop-in".to_string()))
+            .chain(
+                env_files
+                    .iter()
+                    .filter(|f| f.exists())
+                    .map(|f| f.display().to_string()),
+            )
+            .chain(
+                std::fs::read_dir(&records)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| format!("record {:?}", e.file_name())),
+            )
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {left:?}\n{}",
+            s.plugin().stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !s.sd
+            .show("keep@pending.service", "DropInPaths")
+            .contains("nomad-driver-systemd"),
+        "the drop-in is still loaded"
+    );
+    figures(
+        "DestroyTask with the bus down (transient + unit mode), plugin SIGKILLed before the bus is back; the next process finishes both removals (units, drop-in, env files)",
+        2,
+        2,
+        2,
+        (0, 0),
+        s.sd.nomad_units().len(),
+    );
+    s.finish().await;
+}
+
+/// The plugin SIGKILLed in the middle of RecoverTask (after an agent restart: no task id, no
+/// driver config), at a few moments; Nomad's retry on the next process recovers the task, which
+/// is still accounted for (one unit) and reports its real exit code.
+#[tokio::test]
+async fn plugin_killed_mid_recover_then_recovered_again() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("recov");
+    let local = alloc.dir.join("recov/local");
+    mkfifo(&local.join("go"));
+    let task = alloc.task_config(1, &JobConfig::sh("read x < /local/go; exit 7"));
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let request = common::session::recover_request(&handle);
+    let delays = moments(&[0, 2, 10, 40], &[1, 5, 20, 80]);
+    for &delay_ms in &delays {
+        s.plugin.take().unwrap().crash();
+        s.relaunch().await;
+        let mut client = s.plugin().driver();
+        let r = request.clone();
+        let call = tokio::spawn(async move { client.recover_task(r).await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.plugin.take().unwrap().crash();
+        let _ = call.await;
+        s.relaunch().await;
+        s.bounded(
+            "RecoverTask",
+            s.plugin().driver().recover_task(request.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("RecoverTask after a crash at {delay_ms} ms: {e:?}"));
+        assert_eq!(units_of(&s, &alloc), vec![unit_of(&task)], "one unit");
+        assert_eq!(s.sd.show(&unit_of(&task), "ActiveState"), "active");
+    }
+    std::fs::write(local.join("go"), "go\n").unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.err, "");
+    assert_eq!(
+        w.result.unwrap().exit_code,
+        7,
+        "{}",
+        s.plugin().stderr_text()
+    );
+    s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "plugin SIGKILLed at {delays:?} ms into RecoverTask (empty TaskConfig), RecoverTask again on a new process"
+        ),
+        delays.len(),
+        1,
+        1,
+        (1, 1),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}
+
+/// `daemon-reexec` of systemd while StartTasks are in flight: every start succeeds, every unit
+/// stays `LoadState=loaded`, every task runs once and reports its exit code.
+#[tokio::test]
+async fn daemon_reexec_mid_start_fails_no_start() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("reexec");
+    let local = alloc.dir.join("reexec/local");
+    let mut n = 0;
+    let mut all = Vec::new();
+    let delays = moments(&[0, 10, 50], &[5, 20, 100]);
+    for &delay_ms in &delays {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                n += 1;
+                mkfifo(&local.join(format!("go{n}")));
+                alloc.task_config(n, &JobConfig::sh(&format!("read x < /local/go{n}; exit 7")))
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for t in &tasks {
+            let mut client = s.plugin().driver();
+            let t = t.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.sd.exec(&["systemctl", "daemon-reexec"]);
+        for (c, t) in calls.into_iter().zip(&tasks) {
+            if let Err(e) = s.bounded("StartTask", c).await.unwrap() {
+                // the plugin's log reaches us through a pipe: let it catch up
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                panic!(
+                    "{} failed across a reexec: {e:?}\n{}",
+                    t.id,
+                    s.plugin().stderr_text()
+                );
+            }
+            assert_eq!(s.sd.show(&unit_of(t), "LoadState"), "loaded");
+        }
+        all.extend(tasks);
+    }
+    let mut units = units_of(&s, &alloc);
+    units.sort();
+    let mut want: Vec<String> = all.iter().map(unit_of).collect();
+    want.sort();
+    assert_eq!(units, want, "one unit per task");
+    for (n, t) in (1..).zip(&all) {
+        std::fs::write(local.join(format!("go{n}")), "go\n").unwrap();
+        let w = s.wait(&t.id).await;
+        assert_eq!(w.result.unwrap().exit_code, 7, "{}", t.id);
+        s.destroy(&t.id).await;
+    }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "`daemon-reexec` while 4 StartTasks run, {} rounds; 0 failed starts, all `loaded`",
+            delays.len()
+        ),
+        delays.len(),
+        all.len(),
+        all.len(),
+        (all.len(), all.len()),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}
+
+/// dbus-daemon restarted while WaitTasks are outstanding: none of them returns before its task
+/// really ends, no unit is duplicated, and each reports its task's exit code.
+#[tokio::test]
+async fn a_bus_restart_mid_wait_is_no_exit() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("buswait");
+    let local = alloc.dir.join("buswait/local");
+    let mut tasks = Vec::new();
+    for n in 1..=4 {
+        mkfifo(&local.join(format!("go{n}")));
+        let t = alloc.task_config(
+            n,
+            &JobConfig::sh(&format!("read x < /local/go{n}; exit {n}")),
+        );
+        s.start(t.clone()).await.unwrap();
+        tasks.push(t);
+    }
+    let mut waits = Vec::new();
+    for t in &tasks {
+        let mut client = s.plugin().driver();
+        let id = t.id.clone();
+        waits.push(tokio::spawn(async move {
+            client
+                .wait_task(nomad_driver_systemd::proto::drivers::WaitTaskRequest { task_id: id })
+                .await
+        }));
+    }
+    let rounds = if long() { 5 } else { 2 };
+    for _ in 0..rounds {
+        s.sd.exec(&["systemctl", "reset-failed", "dbus.service", "dbus.socket"]);
+        s.sd.exec(&["systemctl", "restart", "dbus.service"]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (w, t) in waits.iter().zip(&tasks) {
+            assert!(
+                !w.is_finished(),
+                "WaitTask of {} returned across a bus restart",
+                t.id
+            );
+        }
+    }
+    let mut units = units_of(&s, &alloc);
+    units.sort();
+    let mut want: Vec<String> = tasks.iter().map(unit_of).collect();
+    want.sort();
+    assert_eq!(units, want, "one unit per task");
+    for (n, (w, t)) in (1..).zip(waits.into_iter().zip(&tasks)) {
+        std::fs::write(local.join(format!("go{n}")), "go\n").unwrap();
+        let r = s
+            .bounded("WaitTask", w)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.err, "");
+        assert_eq!(r.result.unwrap().exit_code, n, "{}", t.id);
+        s.destroy(&t.id).await;
+    }
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "dbus-daemon restarted {rounds} times while 4 WaitTasks wait; no early return, no duplicate unit"
+        ),
+        rounds,
+        tasks.len(),
+        tasks.len(),
+        (tasks.len(), tasks.len()),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}
+
+/// cgroup v1: the task itself OOM-killed and its unit ended while the plugin was down, so
+/// systemd has pruned the memory cgroup and its `oom_kill` counter: RecoverTask still reports
+/// the OOM kill (from the kernel's log), not a plain SIGKILL.
+#[tokio::test]
+async fn a_task_oom_killed_and_ended_while_the_plugin_is_down_is_reported_as_oom() {
+    let Some(mut s) = session().await else { return };
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let alloc = Alloc::new("hogend");
+    let local = alloc.dir.join("hogend/local");
+    mkfifo(&local.join("go"));
+    let job = JobConfig::sh(
+        "read x < /local/go; exec /usr/bin/perl -e \"my \\$x = 'a' x (300 * 1024 * 1024); sleep 30\"",
+    );
+    let mut task = alloc.task_config(1, &job);
+    if let Some(r) = task.resources.as_mut() {
+        if let Some(m) = r
+            .allocated_resources
+            .as_mut()
+            .and_then(|a| a.memory.as_mut())
+        {
+            m.memory_mb = 64;
+        }
+        if let Some(l) = r.linux_resources.as_mut() {
+            l.memory_limit_bytes = 64 << 20;
+        }
+    }
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    s.plugin.take().unwrap().crash();
+    std::fs::write(local.join("go"), "go\n").unwrap();
+    // the task dies while no plugin runs
+    let unit = unit_of(&task);
+    let deadline = Instant::now() + SECS;
+    while s.sd.show(&unit, "ActiveState") == "active" {
+        assert!(Instant::now() < deadline, "{unit} never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(RecoverTaskRequest {
+            task_id: task.id.clone(),
+            handle: Some(handle),
+        })
+        .await
+        .unwrap();
+    let r = s.wait(&task.id).await.result.unwrap();
+    assert_eq!(r.signal, 9, "{r:?}");
+    assert!(
+        r.oom_killed,
+        "{r:?} (cgroup v2: {v2})\n{}",
+        s.plugin().stderr_text()
+    );
+    s.destroy(&task.id).await;
+    s.assert_clean().await;
+    figures(
+        "the task itself OOM-killed and ended while the plugin is down, then RecoverTask; `oom_killed` reported",
+        1,
+        1,
+        1,
+        (usize::from(r.oom_killed), 1),
+        s.sd.nomad_units().len(),
+    );
     s.finish().await;
 }

@@ -1,6 +1,7 @@
 //! Plugin and task configuration: types, hclspec schemas and cty-msgpack decoding (pure).
 
 pub mod cty;
+pub mod duration;
 pub mod plugin;
 pub mod schema;
 pub mod task;

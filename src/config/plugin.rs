@@ -1,13 +1,20 @@
 //! The plugin's own configuration (`plugin "nomad-driver-systemd" { config {} }` and the CLI's TOML).
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::ConfigError;
 use super::cty::{self, Fields};
+use super::duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub const DEFAULT_SLICE: &str = "nomad_tasks.slice";
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/nomad-driver-systemd/config.toml";
+/// `max_stop_timeout`'s default: ten times Nomad's own default cap on a task's `kill_timeout`
+/// (the client's `max_kill_timeout`, "30s" in command/agent/config.go, DefaultConfig).
+pub const DEFAULT_MAX_STOP_TIMEOUT: Duration = Duration::from_secs(300);
+/// `start_timeout`'s default.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +38,12 @@ pub struct PluginConfig {
     pub allow_loosening: Vec<String>,
     /// Where task output goes (`logs`).
     pub logs: Logs,
+    /// The longest `TimeoutStopSec` a job's `properties` may set (`infinity` and `0` are
+    /// longer than any); a job asking for more is refused, naming the property and this key.
+    pub max_stop_timeout: Duration,
+    /// How long StartTask waits for systemd's start job; also the longest `TimeoutStartSec` a
+    /// job may set.
+    pub start_timeout: Duration,
 }
 
 /// Where a task's stdout and stderr go (plugin key `logs`; ARCHITECTURE.md, *Task logs*).
@@ -105,6 +118,8 @@ impl Default for PluginConfig {
             sandbox: Sandbox::Strict,
             allow_loosening: Vec::new(),
             logs: Logs::default(),
+            max_stop_timeout: DEFAULT_MAX_STOP_TIMEOUT,
+            start_timeout: DEFAULT_START_TIMEOUT,
         }
     }
 }
@@ -145,8 +160,16 @@ impl PluginConfig {
             ),
             (Value::from("enabled"), Value::from(self.enabled)),
             (Value::from("logs"), Value::from(self.logs.as_str())),
+            (
+                Value::from("max_stop_timeout"),
+                Value::from(duration::format(self.max_stop_timeout)),
+            ),
             (Value::from("sandbox"), Value::from(self.sandbox.as_str())),
             (Value::from("slice"), Value::from(self.slice.as_str())),
+            (
+                Value::from("start_timeout"),
+                Value::from(duration::format(self.start_timeout)),
+            ),
         ]);
         let mut out = Vec::new();
         // writing into a Vec cannot fail
@@ -217,6 +240,8 @@ impl PluginConfig {
                 }
             },
             allow_loosening: f.string_list("allow_loosening")?.unwrap_or_default(),
+            max_stop_timeout: timeout(&mut f, "max_stop_timeout")?.unwrap_or(d.max_stop_timeout),
+            start_timeout: timeout(&mut f, "start_timeout")?.unwrap_or(d.start_timeout),
         };
         f.finish()?;
         cfg.validate()?;
@@ -324,6 +349,21 @@ impl PluginConfig {
     }
 }
 
+/// A timeout key: a positive Go duration (Nomad's own spelling, as in `kill_timeout`).
+fn timeout(f: &mut Fields, key: &str) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = f.string(key)? else {
+        return Ok(None);
+    };
+    match duration::parse(&text) {
+        Some(d) if !d.is_zero() => Ok(Some(d)),
+        Some(_) => Err(ConfigError::invalid(key, "must be longer than 0")),
+        None => Err(ConfigError::invalid(
+            key,
+            format!("{text:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\""),
+        )),
+    }
+}
+
 fn validate_slice(slice: &str) -> Result<(), ConfigError> {
     let err = |m: &str| Err(ConfigError::invalid("slice", format!("{slice:?} {m}")));
     let Some(stem) = slice.strip_suffix(".slice") else {
@@ -390,13 +430,13 @@ mod tests {
     }
 
     /// The defaults as go-cty encodes our schema: the golden bytes of the seven original keys
-    /// with `allow_loosening`, `allow_supplementary_groups`, `allowed_users`, `logs` and
-    /// `sandbox` in their sorted places. The Go conformance client
+    /// with `allow_loosening`, `allow_supplementary_groups`, `allowed_users`, `logs`,
+    /// `max_stop_timeout`, `sandbox` and `start_timeout` in their sorted places (a map of 14). The Go conformance client
     /// (tests/nomad-client) checks the real go-cty encoding end to end.
     #[test]
     fn encoding_matches_nomads_bytes() {
         let golden = hex(concat!(
-            "8c",
+            "8e",
             "af616c6c6f775f6c6f6f73656e696e6790",
             "aa616c6c6f775f726f6f74c2",
             "ba616c6c6f775f737570706c656d656e746172795f67726f757073c2",
@@ -404,8 +444,10 @@ mod tests {
             "ad616c6c6f7765645f757365727390",
             "ac64656661756c745f75736572a0b164656e6965645f70726f7065727469657390a7656e61626c6564c3",
             "a46c6f6773a56e6f6d6164",
+            "b06d61785f73746f705f74696d656f7574a2356d",
             "a773616e64626f78a6737472696374",
             "a5736c696365b16e6f6d61645f7461736b732e736c696365",
+            "ad73746172745f74696d656f7574a2326d",
         ));
         assert_eq!(PluginConfig::default().to_msgpack(), golden);
     }
@@ -442,6 +484,11 @@ mod tests {
             ("default_user = \"root\"", "default_user"),
             ("default_user = \"a b\"", "default_user"),
             ("logs = \"Journal\"", "logs"),
+            ("max_stop_timeout = \"5min\"", "max_stop_timeout"),
+            ("max_stop_timeout = \"0\"", "max_stop_timeout"),
+            ("max_stop_timeout = \"infinity\"", "max_stop_timeout"),
+            ("start_timeout = \"-1s\"", "start_timeout"),
+            ("start_timeout = \"120\"", "start_timeout"),
         ];
         for (toml, key) in cases {
             let err = PluginConfig::from_toml(toml).unwrap_err().to_string();
@@ -488,6 +535,53 @@ mod tests {
         assert_eq!(
             err,
             "logs: \"all\" is not one of \"nomad\", \"journal\", \"both\""
+        );
+    }
+
+    #[test]
+    fn timeouts_take_go_durations() {
+        let d = PluginConfig::default();
+        assert_eq!(d.max_stop_timeout, Duration::from_secs(300));
+        assert_eq!(d.start_timeout, Duration::from_secs(120));
+        let cfg = PluginConfig::from_toml("max_stop_timeout = \"1h30m\"\nstart_timeout = \"1.5s\"")
+            .unwrap();
+        assert_eq!(cfg.max_stop_timeout, Duration::from_secs(5400));
+        assert_eq!(cfg.start_timeout, Duration::from_millis(1500));
+        assert_eq!(PluginConfig::from_msgpack(&cfg.to_msgpack()).unwrap(), cfg);
+        let err = PluginConfig::from_toml("start_timeout = \"2 min\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "start_timeout: \"2 min\" is not a duration such as \"30s\", \"5m\" or \"1h30m\""
+        );
+        let err = PluginConfig::from_toml("max_stop_timeout = 30")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "max_stop_timeout: expected a string, found a number");
+    }
+
+    /// The schema's default literals are the defaults the decoder applies.
+    #[test]
+    fn schema_defaults_are_the_decoders() {
+        use crate::config::schema::{Spec, plugin_schema};
+        let Spec::Object(fields) = plugin_schema() else {
+            panic!("the plugin schema is an object")
+        };
+        let mut toml = String::new();
+        for (key, spec) in fields {
+            let Spec::Default { default, .. } = spec else {
+                panic!("{key} has no default")
+            };
+            let Spec::Literal(l) = *default else {
+                panic!("{key}: default is not a literal")
+            };
+            toml.push_str(&format!("{key} = {l}\n"));
+        }
+        assert_eq!(
+            PluginConfig::from_toml(&toml).unwrap(),
+            PluginConfig::default(),
+            "{toml}"
         );
     }
 

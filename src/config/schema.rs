@@ -63,6 +63,8 @@ pub fn plugin_schema() -> Spec {
         attr_or("sandbox", "string", "\"strict\""),
         attr_or("allow_loosening", "list(string)", "[]"),
         attr_or("logs", "string", "\"nomad\""),
+        attr_or("max_stop_timeout", "string", "\"5m\""),
+        attr_or("start_timeout", "string", "\"2m\""),
     ])
 }
 
@@ -116,7 +118,9 @@ mod tests {
                 "allow_root",
                 "sandbox",
                 "allow_loosening",
-                "logs"
+                "logs",
+                "max_stop_timeout",
+                "start_timeout"
             ]
         );
     }

@@ -7,6 +7,7 @@ pub mod logs;
 mod monitor;
 mod oom;
 mod recover;
+mod removal;
 mod start;
 mod stats;
 mod stop;
@@ -155,6 +156,8 @@ pub struct Driver<S: Systemd> {
     shutdown: CancellationToken,
     /// `logs = "both"`: the node's one log forwarder.
     forwarder: logs::Forwarder,
+    /// Whether [`Driver::resume_removals`] ran.
+    removals_resumed: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Systemd> Driver<S> {
@@ -179,6 +182,7 @@ impl<S: Systemd> Driver<S> {
             systemd_version: std::sync::atomic::AtomicU32::new(0),
             shutdown: CancellationToken::new(),
             forwarder: logs::Forwarder::default(),
+            removals_resumed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -238,6 +242,7 @@ impl<S: Systemd> Driver<S> {
 
     /// Stores a validated config (SetConfig: no side effects).
     pub fn set_config(&self, cfg: PluginConfig, compute: Option<Compute>) {
+        self.sd.set_start_timeout(cfg.start_timeout);
         *self
             .config
             .write()

@@ -72,7 +72,19 @@ impl<S: Systemd> Driver<S> {
         first: Option<UnitStatus>,
     ) -> (watch::Receiver<TaskState>, CancellationToken) {
         let oom = Arc::new(AtomicBool::new(false));
-        let initial = with_oom(judge(first.as_ref(), &spec.unit, &spec.invocation_id), &oom);
+        let judged = judge(first.as_ref(), &spec.unit, &spec.invocation_id);
+        // cgroup v1: a task SIGKILLed before the monitor began (the plugin was down) may have
+        // been the OOM killer's victim; with its cgroup gone, the kernel log tells
+        if let (TaskState::Exited { result, .. }, Some(layout)) = (&judged, self.layout())
+            && layout != crate::stats::CgroupLayout::V2
+            && result.signal == libc::SIGKILL
+            && !result.oom_killed
+            && super::oom::kernel_logged_oom(&spec.unit)
+        {
+            tracing::info!(unit = %spec.unit, "the kernel log holds an OOM kill of the task");
+            oom.store(true, Ordering::SeqCst);
+        }
+        let initial = with_oom(judged, &oom);
         let (tx, rx) = watch::channel(initial.clone());
         let cancel = self.shutdown.child_token();
         if matches!(initial, TaskState::Exited { .. }) {

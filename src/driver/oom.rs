@@ -75,6 +75,56 @@ pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationTok
     });
 }
 
+/// Whether the kernel log (`/dev/kmsg`, root only) still holds an OOM kill in the memory
+/// cgroup of `unit`: on cgroup v1 the only trace of an OOM kill that ended the task while the
+/// plugin was down, once systemd has pruned the cgroup with its `oom_kill` counter. The
+/// kernel's `oom-kill:` record names the victim's cgroup (`task_memcg=…/<unit>`); unit names
+/// are unique to their task. False when the record has left the ring buffer or kmsg cannot be
+/// read.
+pub(super) fn kernel_logged_oom(unit: &str) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return false;
+    };
+    // one record per read; EAGAIN at the end of the buffer, EPIPE for records overwritten
+    // while we read
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                let record = String::from_utf8_lossy(&buf[..n]);
+                if let Some((_, message)) = record.split_once(';')
+                    && is_oom_kill_of(message, unit)
+                {
+                    return true;
+                }
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A kernel `oom-kill:` record whose victim lived in `unit`'s cgroup.
+fn is_oom_kill_of(message: &str, unit: &str) -> bool {
+    let Some(fields) = message.trim_end().strip_prefix("oom-kill:") else {
+        return false;
+    };
+    let suffix = format!("/{unit}");
+    fields.split(',').any(|f| {
+        f.strip_prefix("task_memcg=")
+            .is_some_and(|cg| cg.ends_with(&suffix))
+    })
+}
+
 /// The `oom_kill` counter of a v1 `memory.oom_control` (absent before Linux 4.13).
 fn oom_kills(text: &str) -> Option<u64> {
     crate::stats::parse_flat_keyed(text)
@@ -84,6 +134,18 @@ fn oom_kills(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_oom_records_name_their_unit() {
+        let line = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=x,mems_allowed=0,oom_memcg=/s.slice/nomad-a-b-1.service,task_memcg=/s.slice/nomad-a-b-1.service,task=perl,pid=7,uid=0\n";
+        assert!(super::is_oom_kill_of(line, "nomad-a-b-1.service"));
+        assert!(!super::is_oom_kill_of(line, "a-b-1.service"));
+        assert!(!super::is_oom_kill_of(line, "nomad-a-b-10.service"));
+        assert!(!super::is_oom_kill_of(
+            "Memory cgroup out of memory: Killed process 7 task_memcg=/nomad-a-b-1.service",
+            "nomad-a-b-1.service"
+        ));
+    }
+
     #[test]
     fn oom_kill_counter() {
         let of = super::oom_kills;

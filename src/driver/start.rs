@@ -163,6 +163,14 @@ impl<S: Systemd> Driver<S> {
         plan: &UnitPlan,
         changes: &mut Changes,
     ) -> Result<UnitStatus> {
+        if self.lock_cleanups().contains(&plan.unit) {
+            // an earlier start's removal of this unit (perhaps resumed from a previous plugin
+            // process) would take the new task away
+            return Err(DriverError::Systemd(SystemdError::Unreachable(format!(
+                "{} is still being cleaned up after an earlier start; retry",
+                plan.unit
+            ))));
+        }
         // the unit name is unique to this task id: the file is this task's alone
         self.write_env_file(plan).await?;
         match self.sd.start_transient(&plan.unit, &plan.properties).await {
@@ -360,6 +368,8 @@ impl<S: Systemd> Driver<S> {
         if !self.lock_cleanups().insert(unit.to_string()) {
             return; // already retrying
         }
+        // a plugin that dies before the unit is gone leaves this for the next one
+        self.record_removal(unit, mode, dropin);
         let this = Arc::clone(self);
         let unit = unit.to_string();
         tokio::spawn(async move {
@@ -372,6 +382,7 @@ impl<S: Systemd> Driver<S> {
                 match this.remove_unit(&unit, mode, dropin).await {
                     Ok(()) => {
                         tracing::info!(unit, "removed the unit after a failed attempt");
+                        this.sd.forget_removal(&unit);
                         break;
                     }
                     Err(e) => {

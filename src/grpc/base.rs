@@ -54,8 +54,13 @@ impl<S: Systemd> BasePlugin for Base<S> {
         let cfg = PluginConfig::from_msgpack(&req.msgpack_config).map_err(|e| {
             Status::invalid_argument(format!("invalid nomad-driver-systemd plugin config: {e}"))
         })?;
+        let real_launch = req.nomad_config.is_some();
         self.core
             .set_config(cfg, convert::compute(req.nomad_config.as_ref()));
+        // a validation launch (no agent config) must have no side effects
+        if real_launch {
+            self.core.resume_removals();
+        }
         Ok(Response::new(SetConfigResponse {}))
     }
 }

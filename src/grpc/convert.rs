@@ -319,7 +319,7 @@ mod tests {
                 other => panic!("{path}: unexpected spec kind {other:?}"),
             }
         }
-        for (schema, n) in [(plugin_schema(), 12), (task_schema(), 5)] {
+        for (schema, n) in [(plugin_schema(), 14), (task_schema(), 5)] {
             let mut named = Vec::new();
             walk(&spec(&schema), "", &mut named);
             assert_eq!(named.len(), n, "{named:?}");

@@ -55,6 +55,8 @@ pub fn capabilities() -> DriverCapabilities {
 #[tonic::async_trait]
 impl<S: Systemd> DriverRpc for DriverService<S> {
     async fn init(&self, _: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        // resumes what a previous plugin process left (reattached or not); never fails
+        self.core.resume_removals();
         Ok(Response::new(InitResponse {}))
     }
 

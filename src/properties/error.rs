@@ -40,6 +40,14 @@ pub enum PropertyError {
         since: u32,
         running: u32,
     },
+    /// A time span longer than the operator allows (`max_stop_timeout`, `start_timeout`).
+    #[error("property {}: {} is longer than the plugin's {key} ({cap})", Q(.name), Q(.value))]
+    AboveCap {
+        name: String,
+        value: String,
+        key: &'static str,
+        cap: String,
+    },
     /// The value does not parse as the property's kind.
     #[error("property {}: invalid {what} {}{}", Q(.name), Q(.value), Reason(.reason.as_deref()))]
     InvalidValue {

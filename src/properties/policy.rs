@@ -9,10 +9,12 @@
 //! ([`check_version`]).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::error::PropertyError;
 use super::table::{ANY, Class, PROPERTIES, lookup, names_of};
 use super::{known, valid_name};
+use crate::vocab::DValue;
 
 /// Never settable by a job, whatever the policy, and not typed by the table: the driver sets
 /// these itself (lifetime, exit status, command, identity, logs, task directories, environment,
@@ -101,6 +103,15 @@ pub fn check_version(name: &str, running: u32) -> Result<(), PropertyError> {
 pub struct PropertyPolicy {
     allowed: BTreeSet<String>,
     denied: BTreeSet<String>,
+    caps: Vec<TimeCap>,
+}
+
+/// An operator's ceiling on a time-span property (see [`PropertyPolicy::with_cap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TimeCap {
+    property: &'static str,
+    max: Duration,
+    key: &'static str,
 }
 
 impl Default for PropertyPolicy {
@@ -122,7 +133,44 @@ impl PropertyPolicy {
             .chain(extra_denied.iter().cloned())
             .filter(|n| !extra_allowed.contains(n))
             .collect();
-        Self { allowed, denied }
+        Self {
+            allowed,
+            denied,
+            caps: Vec::new(),
+        }
+    }
+
+    /// A job may set the time-span `property` to at most `max` (`infinity`, and `0` where it
+    /// means infinity, are longer than any); `key` is the operator's setting that says so.
+    #[must_use]
+    pub fn with_cap(mut self, property: &'static str, max: Duration, key: &'static str) -> Self {
+        self.caps.push(TimeCap { property, max, key });
+        self
+    }
+
+    /// Whether a job's value, typed by [`super::to_dbus`], stays within the operator's caps.
+    /// `value` is the job's spelling, for the message.
+    pub fn check_value(
+        &self,
+        name: &str,
+        value: &str,
+        dbus: &[(String, DValue)],
+    ) -> Result<(), PropertyError> {
+        for cap in self.caps.iter().filter(|c| c.property == name) {
+            let max_usec = u64::try_from(cap.max.as_micros()).unwrap_or(u64::MAX);
+            let over = dbus
+                .iter()
+                .any(|(_, v)| matches!(v, DValue::U64(usec) if *usec > max_usec));
+            if over {
+                return Err(PropertyError::AboveCap {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                    key: cap.key,
+                    cap: format!("{}s", cap.max.as_secs_f64()),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Problems in an operator's lists, one error per offending entry: names that are not valid or
@@ -335,6 +383,58 @@ mod tests {
                 "property name \"Foo\\n\" is invalid: names are ASCII letters and digits only",
                 "property \"Wat\" is not a systemd property this driver knows",
             ]
+        );
+    }
+
+    #[test]
+    fn time_caps() {
+        let p = PropertyPolicy::default()
+            .with_cap(
+                "TimeoutStopSec",
+                Duration::from_secs(300),
+                "max_stop_timeout",
+            )
+            .with_cap("TimeoutStartSec", Duration::from_secs(120), "start_timeout");
+        let check = |name: &str, value: &str| {
+            p.check_value(
+                name,
+                value,
+                &crate::properties::to_dbus(name, value).unwrap(),
+            )
+        };
+        for (name, value) in [
+            ("TimeoutStopSec", "5min"),
+            ("TimeoutStopSec", "1s"),
+            ("TimeoutStartSec", "2min"),
+            ("RuntimeMaxSec", "infinity"),
+        ] {
+            assert_eq!(check(name, value), Ok(()), "{name}={value}");
+        }
+        assert_eq!(
+            check("TimeoutStopSec", "infinity").unwrap_err().to_string(),
+            "property \"TimeoutStopSec\": \"infinity\" is longer than the plugin's max_stop_timeout (300s)"
+        );
+        // 0 means infinity there
+        assert!(matches!(
+            check("TimeoutStopSec", "0"),
+            Err(PropertyError::AboveCap {
+                key: "max_stop_timeout",
+                ..
+            })
+        ));
+        assert!(check("TimeoutStopSec", "5min 1us").is_err());
+        assert_eq!(
+            check("TimeoutStartSec", "121s").unwrap_err().to_string(),
+            "property \"TimeoutStartSec\": \"121s\" is longer than the plugin's start_timeout (120s)"
+        );
+        // no cap without an operator's
+        assert_eq!(
+            PropertyPolicy::default().check_value(
+                "TimeoutStopSec",
+                "infinity",
+                &crate::properties::to_dbus("TimeoutStopSec", "infinity").unwrap()
+            ),
+            Ok(())
         );
     }
 

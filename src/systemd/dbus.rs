@@ -36,8 +36,13 @@ const MAX_PENDING_CALLS: usize = 64;
 /// disabled); a late reply is dropped by zbus.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A start job ends when the task's process has been spawned (`Type=exec`) or systemd's own
-/// `TimeoutStartSec` fails it; a job may set that to `infinity`, so the wait has its own end.
-const START_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// `TimeoutStartSec` fails it (which a job may set only up to the plugin's `start_timeout`),
+/// so the wait has its own end: `start_timeout` (see [`DbusSystemd::set_start_timeout`]).
+const START_JOB_TIMEOUT: Duration = crate::config::plugin::DEFAULT_START_TIMEOUT;
+/// How long a read of a unit's state is repeated while systemd is unreachable: long enough
+/// for a `daemon-reexec` (which drops the calls in flight with `NoReply`), short enough that a
+/// bus that is really down is reported soon.
+const READ_RETRY: Duration = Duration::from_secs(5);
 /// Stop jobs run after the driver has SIGKILLed the unit's processes (only a unit's `ExecStop=`
 /// or a process stuck in the kernel can make them slow); on this deadline every process of the
 /// unit gets SIGKILL again and the caller gets a recoverable error to retry with.
@@ -59,6 +64,8 @@ struct Inner {
     reload_requested: AtomicU64,
     reload_done: AtomicU64,
     reloads: AtomicU64,
+    /// The start job's deadline in ns (the plugin's `start_timeout`).
+    start_timeout_ns: AtomicU64,
     runtime_dir: PathBuf,
     shutdown: CancellationToken,
     /// Permits for calls awaiting a reply (see [`MAX_PENDING_CALLS`]).
@@ -204,6 +211,7 @@ impl DbusSystemd {
                 reload_requested: AtomicU64::new(0),
                 reload_done: AtomicU64::new(0),
                 reloads: AtomicU64::new(0),
+                start_timeout_ns: AtomicU64::new(nanos(START_JOB_TIMEOUT)),
                 runtime_dir: runtime_dir.into(),
                 shutdown: CancellationToken::new(),
                 calls: tokio::sync::Semaphore::new(MAX_PENDING_CALLS),
@@ -211,6 +219,10 @@ impl DbusSystemd {
                 listing: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    fn start_timeout(&self) -> Duration {
+        Duration::from_nanos(self.inner.start_timeout_ns.load(Ordering::Relaxed))
     }
 
     /// Stops the dispatcher task.
@@ -367,7 +379,7 @@ impl DbusSystemd {
             Err(_) => Err(SystemdError::Timeout(format!(
                 "job {} did not finish within {}s",
                 job.as_str(),
-                within.as_secs()
+                within.as_secs_f64()
             ))),
         }
     }
@@ -392,12 +404,67 @@ impl DbusSystemd {
         )
         .await
         {
-            Ok(reply) => reply.map_err(map_err),
+            Ok(reply) => reply.map_err(map_err).inspect_err(|e| {
+                if e.is_transient() {
+                    tracing::debug!(method, path, error = %e, "call failed");
+                }
+            }),
             Err(_) => Err(SystemdError::Timeout(format!(
                 "{method} got no reply within {}s",
                 CALL_TIMEOUT.as_secs()
             ))),
         }
+    }
+
+    /// A start call, repeated while systemd cannot be reached (a `daemon-reexec` drops the
+    /// calls in flight with `NoReply`; a restarting bus refuses them), until `deadline`. Safe to
+    /// repeat: a transient unit the lost call did create answers `UnitExists` (the driver adopts
+    /// it, its name being the task's), and starting an active unit again is a no-op job.
+    async fn call_until<B>(
+        &self,
+        deadline: tokio::time::Instant,
+        method: &str,
+        body: &B,
+    ) -> Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        self.call_retrying(deadline, PATH, MANAGER, method, body)
+            .await
+    }
+
+    /// [`DbusSystemd::call`], repeated while systemd cannot be reached, until `deadline`.
+    async fn call_retrying<B>(
+        &self,
+        deadline: tokio::time::Instant,
+        path: &str,
+        iface: &str,
+        method: &str,
+        body: &B,
+    ) -> Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.call(path, iface, method, body).await {
+                Err(SystemdError::Unreachable(why))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(method, why, "systemd unreachable; calling again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// What is left until `deadline` (at least a moment, so a late reply is still read).
+    fn until(&self, deadline: tokio::time::Instant) -> Duration {
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(100))
     }
 
     async fn manager_call<B>(&self, method: &str, body: &B) -> Result<zbus::Message>
@@ -428,7 +495,10 @@ impl DbusSystemd {
     }
 
     async fn get_all(&self, path: &str, iface: &str) -> Result<HashMap<String, OwnedValue>> {
-        let reply = self.call(path, PROPS_IFACE, "GetAll", &(iface,)).await?;
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let reply = self
+            .call_retrying(deadline, path, PROPS_IFACE, "GetAll", &(iface,))
+            .await?;
         reply.body().deserialize().map_err(map_err)
     }
 
@@ -488,9 +558,14 @@ impl DbusSystemd {
     }
 
     /// A loaded unit's `Unit` and `Service` properties; `None` when systemd has no such unit or
-    /// its file is not found.
+    /// its file is not found. Reads are repeated for a moment while systemd is unreachable (a
+    /// `daemon-reexec` drops the calls in flight), see [`READ_RETRY`].
     async fn loaded_unit(&self, unit: &str) -> Result<Option<(Props, Props)>> {
-        let path: OwnedObjectPath = match self.manager_call("GetUnit", &(unit,)).await {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let got = self
+            .call_retrying(deadline, PATH, MANAGER, "GetUnit", &(unit,))
+            .await;
+        let path: OwnedObjectPath = match got {
             Ok(reply) => reply.body().deserialize().map_err(map_err)?,
             Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -510,6 +585,24 @@ impl DbusSystemd {
         let path = crate::vocab::env_file_path(unit);
         let run = self.inner.runtime_dir.parent().unwrap_or(Path::new("/run"));
         run.join(path.trim_start_matches("/run/"))
+    }
+
+    /// The directory of [`Systemd::persist_removal`]'s records, beside the environment files.
+    fn removals_dir(&self) -> PathBuf {
+        let env_dir = crate::vocab::ENV_DIR;
+        let run = self.inner.runtime_dir.parent().unwrap_or(Path::new("/run"));
+        let base = run.join(env_dir.trim_start_matches("/run/"));
+        base.with_file_name("removals")
+    }
+
+    /// A unit's record: named as its environment file is (injective), without `.env`.
+    fn removal_record(&self, unit: &str) -> PathBuf {
+        let env = crate::vocab::env_file_path(unit);
+        let name = Path::new(&env)
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".env").to_string())
+            .unwrap_or_default();
+        self.removals_dir().join(name)
     }
 
     fn dropin_dir(&self, unit: &str) -> PathBuf {
@@ -573,6 +666,10 @@ async fn connect() -> Result<(Connection, Streams)> {
         .await
         .map_err(map_err)?;
     Ok((conn, futures::stream::select(props, jobs)))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -678,16 +775,24 @@ impl Systemd for DbusSystemd {
             .map(|(k, v)| Ok((k.as_str(), to_value(v)?)))
             .collect::<Result<Vec<_>>>()?;
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.start_timeout();
         let reply = self
-            .manager_call("StartTransientUnit", &(unit, "fail", props, aux))
+            .call_until(
+                deadline,
+                "StartTransientUnit",
+                &(unit, "fail", &props, &aux),
+            )
             .await?;
-        self.run_job(unit, "StartTransientUnit", reply, START_JOB_TIMEOUT)
+        self.run_job(unit, "StartTransientUnit", reply, self.until(deadline))
             .await
     }
 
     async fn start_unit(&self, unit: &str) -> Result<()> {
-        let reply = self.manager_call("StartUnit", &(unit, "fail")).await?;
-        self.run_job(unit, "StartUnit", reply, START_JOB_TIMEOUT)
+        let deadline = tokio::time::Instant::now() + self.start_timeout();
+        let reply = self
+            .call_until(deadline, "StartUnit", &(unit, "fail"))
+            .await?;
+        self.run_job(unit, "StartUnit", reply, self.until(deadline))
             .await
     }
 
@@ -749,8 +854,22 @@ impl Systemd for DbusSystemd {
     }
 
     async fn watch(&self, unit: &str) -> Result<watch::Receiver<u64>> {
-        // connect first so the match rules exist before the caller reads the status
-        let _conn = self.conn().await?;
+        // connect first so the match rules exist before the caller reads the status; a
+        // connection made as systemd re-executes loses its Subscribe call (NoReply): again
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let mut delay = Duration::from_millis(50);
+        let _conn = loop {
+            match self.conn().await {
+                Err(SystemdError::Unreachable(why))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(why, "connecting to systemd failed; again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                r => break r?,
+            }
+        };
         let path = unit_object_path(unit);
         let mut watchers = lock(&self.inner.watchers);
         // watchers of destroyed tasks and vanished units go here (their units may never
@@ -1013,6 +1132,62 @@ impl Systemd for DbusSystemd {
 
     fn reload_count(&self) -> u64 {
         self.inner.reloads.load(Ordering::Relaxed)
+    }
+
+    fn persist_removal(&self, unit: &str, record: &str) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.removal_record(unit);
+        let dir = self.removals_dir();
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, record.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| SystemdError::DropIn {
+            unit: unit.to_string(),
+            message: format!("removal record {}: {e}", path.display()),
+        })
+    }
+
+    fn forget_removal(&self, unit: &str) {
+        let path = self.removal_record(unit);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(unit, error = %e, "removing the removal record failed");
+        }
+    }
+
+    fn pending_removals(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.removals_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    }
+
+    fn set_start_timeout(&self, within: Duration) {
+        self.inner
+            .start_timeout_ns
+            .store(nanos(within), Ordering::Relaxed);
     }
 
     fn bookkeeping(&self) -> super::Bookkeeping {

@@ -235,6 +235,21 @@ pub trait Systemd: Send + Sync + 'static {
     fn unit_info(&self, unit: &str) -> impl Future<Output = Result<Option<UnitInfo>>> + Send;
     /// Units that carry the driver's drop-in (unit mode), whoever's task they belong to.
     fn dropin_units(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// How long [`Systemd::start_transient`] and [`Systemd::start_unit`] wait for the start
+    /// job (the plugin's `start_timeout`); a client without its own deadline ignores it.
+    fn set_start_timeout(&self, _within: std::time::Duration) {}
+    /// Records, root-only and beside the environment files (so on the same `/run`, surviving
+    /// the plugin but not a reboot), that the driver is removing `unit`; `record` is the
+    /// driver's description of the removal. Replaces an earlier record of the unit.
+    fn persist_removal(&self, _unit: &str, _record: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Drops the record of [`Systemd::persist_removal`]; fine if there is none.
+    fn forget_removal(&self, _unit: &str) {}
+    /// Every record of [`Systemd::persist_removal`] still present.
+    fn pending_removals(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// How many daemon-reloads this client has performed.
     fn reload_count(&self) -> u64;
     /// The client's own bookkeeping, to prove it returns to idle: live unit watchers and

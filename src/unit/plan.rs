@@ -855,7 +855,13 @@ fn resources(b: &mut Builder, r: &Resources) {
 }
 
 fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, host: Host) {
-    let policy = PropertyPolicy::new(&plugin.allowed_properties, &plugin.denied_properties);
+    let policy = PropertyPolicy::new(&plugin.allowed_properties, &plugin.denied_properties)
+        .with_cap(
+            "TimeoutStopSec",
+            plugin.max_stop_timeout,
+            "max_stop_timeout",
+        )
+        .with_cap("TimeoutStartSec", plugin.start_timeout, "start_timeout");
     for (name, value) in &cfg.properties {
         // escaped, so that a name like "Foo\nUser" cannot break the error onto two lines
         let key = format!("config.properties.{}", name.escape_debug());
@@ -879,6 +885,10 @@ fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, 
                 continue;
             }
         };
+        if let Err(e) = policy.check_value(name, value, &dbus) {
+            b.error(key, e.to_string());
+            continue;
+        }
         if let Some(floor) = loosens_sandbox(name, value, plugin) {
             b.error(
                 key,

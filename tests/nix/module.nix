@@ -75,6 +75,8 @@ let
     sandbox = "strict";
     allow_loosening = [ ];
     logs = "nomad";
+    max_stop_timeout = "5m";
+    start_timeout = "2m";
   };
 
   fullSettings = {
@@ -96,6 +98,8 @@ let
     sandbox = "none";
     allow_loosening = [ "ProtectHome" ];
     logs = "both";
+    max_stop_timeout = "10m";
+    start_timeout = "30s";
   };
 
   configs = {

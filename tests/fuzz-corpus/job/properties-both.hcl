@@ -1,0 +1,12 @@
+job "j" {
+  group "g" {
+    task "t" {
+      driver = "systemd"
+      config {
+        command = "/bin/true"
+        properties = { Nice = "5" }
+        properties { Nice = "6" }
+      }
+    }
+  }
+}

@@ -579,7 +579,11 @@ async fn alloc_dirs_have_nomads_tmpfs_mounts() {
     );
     let task = alloc.task_config(1, &job);
     s.start(task.clone()).await.unwrap();
-    assert!(alloc.stdout.wait_for("ready", SECS), "{}", alloc.stderr.text());
+    assert!(
+        alloc.stdout.wait_for("ready", SECS),
+        "{}",
+        alloc.stderr.text()
+    );
     let fs = std::fs::read_to_string(alloc.dir.join("mnt/local/fs")).unwrap();
     assert_eq!(fs.trim(), "tmpfs", "the task's /secrets is the tmpfs");
     assert!(

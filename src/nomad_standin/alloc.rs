@@ -241,7 +241,9 @@ fn in_mount_ns<T: Send>(
                     return Err(os_err("unshare(CLONE_FS)".into()));
                 }
                 if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
-                    return Err(os_err("setns into the private systemd's mount namespace".into()));
+                    return Err(os_err(
+                        "setns into the private systemd's mount namespace".into(),
+                    ));
                 }
             }
             f()
@@ -374,7 +376,10 @@ impl Alloc {
         }
         // SAFETY: geteuid has no preconditions.
         let root_user = unsafe { libc::geteuid() } == 0;
-        let tmpfs = [dir.join(task).join("secrets"), dir.join(task).join("private")];
+        let tmpfs = [
+            dir.join(task).join("secrets"),
+            dir.join(task).join("private"),
+        ];
         let mounts = if root_user {
             Mounts::make(mount_ns_pid, tmpfs.to_vec()).inspect_err(|_| {
                 let _ = std::fs::remove_dir_all(&dir);

@@ -575,3 +575,55 @@ async fn the_host_is_read_only_to_tasks() {
     s.destroy(&task.id).await;
     s.finish().await;
 }
+
+/// The stand-in builds alloc dirs as the Nomad client does as root: `secrets/` and `private/`
+/// are 1 MiB noexec tmpfs mounts in the private systemd's mount namespace (not on the host), the
+/// task's `/secrets` is that tmpfs, and dropping the alloc unmounts both.
+#[tokio::test]
+async fn alloc_dirs_have_nomads_tmpfs_mounts() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("mnt");
+    let dirs = [alloc.dir.join("mnt/secrets"), alloc.dir.join("mnt/private")];
+    let mount_of = |p: &std::path::Path| {
+        s.sd.exec(&[
+            "findmnt",
+            "-n",
+            "-o",
+            "FSTYPE,OPTIONS",
+            "--mountpoint",
+            p.to_str().unwrap(),
+        ])
+    };
+    for d in &dirs {
+        let m = mount_of(d);
+        assert!(
+            m.starts_with("tmpfs") && m.contains("noexec") && m.contains("size=1024k"),
+            "{}: {m:?}",
+            d.display()
+        );
+    }
+    let job = JobConfig::sh(
+        "stat -f -c %T $NOMAD_SECRETS_DIR > $NOMAD_TASK_DIR/fs; echo s > $NOMAD_SECRETS_DIR/s; \
+         echo ready; exec sleep 300",
+    );
+    let task = alloc.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    assert!(
+        alloc.stdout.wait_for("ready", SECS),
+        "{}",
+        alloc.stderr.text()
+    );
+    let fs = std::fs::read_to_string(alloc.dir.join("mnt/local/fs")).unwrap();
+    assert_eq!(fs.trim(), "tmpfs", "the task's /secrets is the tmpfs");
+    assert!(
+        !dirs[0].join("s").exists(),
+        "the host sees the plain directory under the mount, not the secret"
+    );
+    s.stop(&task.id, Duration::ZERO, "").await;
+    s.destroy(&task.id).await;
+    drop(alloc);
+    for d in &dirs {
+        assert_eq!(mount_of(d).trim(), "", "{} still mounted", d.display());
+    }
+    s.finish().await;
+}

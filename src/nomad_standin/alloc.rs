@@ -1,10 +1,19 @@
 //! What the Nomad client prepares before StartTask (docs/nomad-contract.md, *Task directories
 //! and environment*, *Log FIFOs*): alloc and task directories, logmon-style FIFOs with a reader, the task environment, and the TaskConfig with
 //! its cty-msgpack driver config.
+//!
+//! As the Nomad client does when it runs as root on Linux (client/allocdir/fs_linux.go,
+//! createSecretDir, called from TaskDir.Build via MakeSecretsDirs), the task's `secrets/` and
+//! `private/` are 1 MiB `noexec` tmpfs mounts. They are made in the mount namespace of the
+//! private systemd this thread booted (its namespace has private propagation, so a host mount
+//! would be invisible to systemd and to every task), else in the caller's own namespace, and
+//! unmounted when the [`Alloc`] is dropped. Every task thus adds two mounts to the namespace
+//! systemd copies for each task that gets a mount namespace of its own, as on a real node.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -209,6 +218,14 @@ impl LogReader {
         Ok(Self { path, data })
     }
 
+    /// No FIFO yet (while the alloc dir is being built, so that a failure cleans it up).
+    fn placeholder() -> Self {
+        Self {
+            path: PathBuf::new(),
+            data: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&lock(&self.data)).into_owned()
     }
@@ -235,6 +252,122 @@ impl LogReader {
     }
 }
 
+/// Size of Nomad's `secrets/` and `private/` tmpfs (the default `secrets` size, 1 MB).
+const SECRETS_SIZE: &str = "size=1m,mode=0777";
+
+/// Where Nomad's tmpfs mounts of an alloc live.
+struct Mounts {
+    /// The mount namespace they were made in (`None`: this process's own). Held open so that an
+    /// unmount on drop reaches the same namespace even if its PID 1 was killed and its PID reused.
+    ns: Option<Arc<std::fs::File>>,
+    paths: Vec<PathBuf>,
+}
+
+fn os_err(what: String) -> std::io::Error {
+    let e = std::io::Error::last_os_error();
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn c_path(p: &Path) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// Runs `f` in the mount namespace `ns` (on a short-lived thread that leaves the process's
+/// shared file-system context first, as setns requires), or right here when `ns` is `None`.
+fn in_mount_ns<T: Send>(
+    ns: Option<&std::fs::File>,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let Some(ns) = ns else { return f() };
+    let fd = ns.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: plain syscalls; this thread alone changes its fs context and namespace,
+            // and it ends when `f` returns.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) != 0 {
+                    return Err(os_err("unshare(CLONE_FS)".into()));
+                }
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(os_err(
+                        "setns into the private systemd's mount namespace".into(),
+                    ));
+                }
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("mount thread panicked")))
+    })
+}
+
+impl Mounts {
+    /// Mounts a 1 MiB noexec tmpfs on each of `paths` in the namespace of `ns_pid`.
+    fn make(ns_pid: Option<u32>, paths: Vec<PathBuf>) -> std::io::Result<Self> {
+        let ns = match ns_pid {
+            Some(pid) => Some(Arc::new(
+                std::fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("mount namespace of PID {pid}: {e}"))
+                })?,
+            )),
+            None => None,
+        };
+        let mut me = Self {
+            ns,
+            paths: Vec::new(),
+        };
+        let opts = std::ffi::CString::new(SECRETS_SIZE).map_err(std::io::Error::other)?;
+        for p in paths {
+            let c = c_path(&p)?;
+            let opts = &opts;
+            let shown = p.display().to_string();
+            in_mount_ns(me.ns.as_deref(), move || {
+                // SAFETY: valid C strings that outlive the call.
+                let rc = unsafe {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        c.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOEXEC,
+                        opts.as_ptr().cast(),
+                    )
+                };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(os_err(format!("mount tmpfs on {shown}")))
+                }
+            })?;
+            me.paths.push(p);
+        }
+        Ok(me)
+    }
+
+    /// Unmounts everything (lazily: a task still holding a file there does not keep it).
+    fn unmount(&mut self) {
+        let paths = std::mem::take(&mut self.paths);
+        if paths.is_empty() {
+            return;
+        }
+        let _ = in_mount_ns(self.ns.as_deref(), move || {
+            for p in &paths {
+                if let Ok(c) = c_path(p) {
+                    // SAFETY: valid C string.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
 /// An allocation with one task, laid out the way the Nomad client does it.
 pub struct Alloc {
     pub id: String,
@@ -242,6 +375,7 @@ pub struct Alloc {
     pub task: String,
     pub stdout: LogReader,
     pub stderr: LogReader,
+    mounts: Mounts,
 }
 
 impl Alloc {
@@ -250,10 +384,25 @@ impl Alloc {
         Self::create(Path::new(ALLOC_ROOT), task, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Lays out `<root>/<new alloc id>/` and the task's log FIFOs.
+    /// Lays out `<root>/<new alloc id>/` and the task's log FIFOs, with the tmpfs mounts in
+    /// the private systemd this thread booted, if any (else in this process's namespace).
     pub fn create(
         root: &Path,
         task: &str,
+        stdout_echo: Option<Echo>,
+        stderr_echo: Option<Echo>,
+    ) -> std::io::Result<Self> {
+        let ns = crate::nomad_standin::private_systemd::booted_on_this_thread();
+        Self::create_in(root, task, ns, stdout_echo, stderr_echo)
+    }
+
+    /// [`Alloc::create`] with the tmpfs mounts made in the mount namespace of `mount_ns_pid`
+    /// (`None`: this process's). Without root, `secrets/` and `private/` are plain directories,
+    /// as the Nomad client makes them when it cannot mount.
+    pub fn create_in(
+        root: &Path,
+        task: &str,
+        mount_ns_pid: Option<u32>,
         stdout_echo: Option<Echo>,
         stderr_echo: Option<Echo>,
     ) -> std::io::Result<Self> {
@@ -268,21 +417,40 @@ impl Alloc {
             (dir.join(task), 0o777),
             (dir.join(task).join("local"), 0o777),
             (dir.join(task).join("secrets"), 0o777),
+            (dir.join(task).join("private"), 0o777),
             (dir.join(task).join("tmp"), 0o1777),
         ] {
             std::fs::create_dir_all(&p)?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         }
-        let logs = dir.join("alloc/logs");
-        let stdout = LogReader::open(logs.join(format!(".{task}.stdout.fifo")), stdout_echo)?;
-        let stderr = LogReader::open(logs.join(format!(".{task}.stderr.fifo")), stderr_echo)?;
-        Ok(Self {
+        // SAFETY: geteuid has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        let tmpfs = [
+            dir.join(task).join("secrets"),
+            dir.join(task).join("private"),
+        ];
+        let mounts = if root_user {
+            Mounts::make(mount_ns_pid, tmpfs.to_vec()).inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?
+        } else {
+            Mounts {
+                ns: None,
+                paths: Vec::new(),
+            }
+        };
+        let mut alloc = Self {
             id,
             dir,
             task: task.into(),
-            stdout,
-            stderr,
-        })
+            stdout: LogReader::placeholder(),
+            stderr: LogReader::placeholder(),
+            mounts,
+        };
+        let logs = alloc.dir.join("alloc/logs");
+        alloc.stdout = LogReader::open(logs.join(format!(".{task}.stdout.fifo")), stdout_echo)?;
+        alloc.stderr = LogReader::open(logs.join(format!(".{task}.stderr.fifo")), stderr_echo)?;
+        Ok(alloc)
     }
 
     /// TaskConfig for start number `n` (ids change on every start).
@@ -336,6 +504,7 @@ impl Alloc {
 
 impl Drop for Alloc {
     fn drop(&mut self) {
+        self.mounts.unmount();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

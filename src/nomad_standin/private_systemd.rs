@@ -32,6 +32,18 @@ const MASKED: &[&str] = &[
     "cron.service",
 ];
 
+thread_local! {
+    /// PIDs of the private systemds this thread booted and has not dropped yet, newest last:
+    /// [`crate::nomad_standin::alloc::Alloc`] makes Nomad's tmpfs mounts in the newest one's
+    /// mount namespace.
+    static BOOTED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The PID 1 of the newest private systemd booted by this thread and still up, if any.
+pub fn booted_on_this_thread() -> Option<u32> {
+    BOOTED.with(|b| b.borrow().last().copied())
+}
+
 pub struct PrivateSystemd {
     /// PID (host numbering) of the namespace's systemd.
     pub pid: u32,
@@ -144,6 +156,8 @@ impl PrivateSystemd {
                 me.pid = init;
             }
             if me.pid != 0 && me.bus_socket().exists() && me.ping() {
+                let pid = me.pid;
+                BOOTED.with(|b| b.borrow_mut().push(pid));
                 return Ok(me);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -239,6 +253,8 @@ impl PrivateSystemd {
 
 impl Drop for PrivateSystemd {
     fn drop(&mut self) {
+        let pid = self.pid;
+        BOOTED.with(|b| b.borrow_mut().retain(|p| *p != pid));
         if self.pid != 0 {
             // SAFETY: kill on a pid we started.
             unsafe {

@@ -1,0 +1,161 @@
+//! Sequential StartTask / StopTask latency, each start beside two bare baselines (the same
+//! planned unit, and the minimal unit), each stop beside a bare kill-and-wait.
+
+use crate::*;
+
+/// Nomad's `SIGINT` (the bench's stop signal) as a number, for the bare `KillUnit`.
+const STOP_SIGNO: i32 = libc::SIGINT;
+
+/// Start latencies of one sequential round, in the order plugin, same unit, minimal unit.
+pub(crate) type Starts = [Duration; 3];
+
+impl Bench {
+    pub(crate) async fn latency(&mut self) -> R<()> {
+        let (n, warmup) = (self.counts.latency, self.counts.warmup);
+        eprintln!(
+            "latency: {} sequential rounds of StartTask + bare same-unit start + bare minimal \
+             start, then StopTask beside a bare KillUnit + wait",
+            n + warmup
+        );
+        let calls = self.call_counter().await?;
+        let (mut starts, mut stops) = (Vec::new(), Vec::new());
+        let mut reads: [Vec<Duration>; 4] = Default::default();
+        for i in 0..n + warmup {
+            let trio = Trio::new(&self.cfg)?;
+            let (s, handle) = self.three_starts(&trio, i).await?;
+            if i >= warmup && i - warmup < 50 {
+                // what each of the driver's post-start reads costs, on the running same unit
+                let r = self.bare.status_reads(&trio.same.plan.unit).await?;
+                for (c, d) in reads.iter_mut().zip(r) {
+                    c.push(d);
+                }
+            }
+            let stop = self.stop_pair(&handle, &trio, i).await?;
+            if i >= warmup {
+                starts.push(s);
+                stops.push(stop);
+            }
+        }
+        let per_round = calls.take(n + warmup).await;
+        self.assert_clean("latency").await?;
+        let col = |v: &[Starts], k: usize| v.iter().map(|s| s[k]).collect::<Vec<_>>();
+        let (p, same, min) = (col(&starts, 0), col(&starts, 1), col(&starts, 2));
+        for pct in [50, 99] {
+            let (a, b, c) = (
+                ms(percentile(&p, pct)),
+                ms(percentile(&same, pct)),
+                ms(percentile(&min, pct)),
+            );
+            let mut f = Figure::new(format!("StartTask p{pct} / same unit"), "ms", a)
+                .baseline("bare StartTransientUnit + job, same planned unit", b);
+            if pct == 50 {
+                f = f.target("≤ 1.10×", a <= 1.10 * b);
+            }
+            self.figures.push(f);
+            let mut f = Figure::new(format!("StartTask p{pct} / minimal unit"), "ms", a)
+                .baseline("bare StartTransientUnit + job, ExecStart only", c);
+            if pct == 50 {
+                f = f.target("≤ 2.0×", a <= 2.0 * c);
+            }
+            self.figures.push(f);
+        }
+        let (ps, bs): (Vec<_>, Vec<_>) = stops.into_iter().unzip();
+        for pct in [50, 99] {
+            let (a, b) = (ms(percentile(&ps, pct)), ms(percentile(&bs, pct)));
+            let mut f = Figure::new(format!("StopTask p{pct}"), "ms", a)
+                .baseline("bare KillUnit(main) + wait for the exit signal", b);
+            if pct == 50 {
+                f = f.target("≤ 1.2×", a <= 1.2 * b);
+            }
+            self.figures.push(f);
+        }
+        self.notes.push(format!(
+            "latency: {n} sequential rounds (after {warmup} warm-up), task `/bin/sleep infinity` \
+             with Nomad's alloc dirs (tmpfs secrets/ and private/), FIFOs and 256 MB / 100 MHz; \
+             each round starts the same task three ways in rotating order and stops each before \
+             the next round (nothing else running); StopTask signal {STOP_SIGNAL}, DestroyTask \
+             untimed, like the bare unit's teardown"
+        ));
+        let med = |v: &[Duration]| ms(percentile(v, 50));
+        self.notes.push(format!(
+            "D-Bus reads on this systemd, bare client, median of {}: GetUnit {:.2} ms, \
+             GetAll(Unit) {:.2} ms, GetAll(Service) {:.2} ms, one Get(ActiveState) {:.2} ms",
+            reads[0].len(),
+            med(&reads[0]),
+            med(&reads[1]),
+            med(&reads[2]),
+            med(&reads[3])
+        ));
+        self.notes.push(format!(
+            "plugin D-Bus calls to systemd per StartTask + StopTask + DestroyTask (sequential): \
+             {per_round}"
+        ));
+        Ok(())
+    }
+
+    /// The three starts of round `i`, in an order rotating with `i` so that none always meets
+    /// a systemd busier than the others.
+    pub(crate) async fn three_starts(&self, trio: &Trio, i: usize) -> R<(Starts, TaskHandle)> {
+        let mut d = [Duration::ZERO; 3];
+        let mut handle = None;
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => {
+                    let (h, t) = timed(start_task(self.client(), trio.plugin.config.clone()))
+                        .await
+                        .map_err(|e| self.with_log(e))?;
+                    handle = Some(h);
+                    d[0] = t;
+                }
+                1 => d[1] = timed(self.bare.start_planned(&trio.same.plan)).await?.1,
+                _ => {
+                    let props = minimal_properties(&trio.minimal.plan);
+                    d[2] = timed(self.bare.start_transient(&trio.minimal.plan.unit, &props))
+                        .await?
+                        .1;
+                }
+            }
+        }
+        Ok((d, handle.ok_or("no StartTask handle")?))
+    }
+
+    /// StopTask (then an untimed DestroyTask) beside the bare equivalent of what StopTask does
+    /// before it returns: KillUnit(main) and the wait for the exit (then an untimed cleanup).
+    /// The minimal unit is stopped untimed.
+    pub(crate) async fn stop_pair(
+        &self,
+        handle: &TaskHandle,
+        trio: &Trio,
+        i: usize,
+    ) -> R<(Duration, Duration)> {
+        let unit = &trio.same.plan.unit;
+        let path = self.bare.unit_path(unit).await?;
+        let plugin = timed(stop_task(self.client(), task_id(handle)));
+        let base = async {
+            timed(self.bare.kill_and_wait(unit, &path, STOP_SIGNO))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{e}\n{}",
+                        self.s
+                            .sd
+                            .exec(&["systemctl", "status", "--no-pager", "-l", unit])
+                    )
+                })
+        };
+        let (((), p), ((), q)) = if i.is_multiple_of(2) {
+            let a = plugin.await.map_err(|e| self.with_log(e))?;
+            (a, base.await?)
+        } else {
+            let q = base.await?;
+            (plugin.await.map_err(|e| self.with_log(e))?, q)
+        };
+        destroy_task(self.client(), task_id(handle)).await?;
+        // the teardown, untimed on both sides: the unit remains after its exit
+        self.bare.stop_unit(unit).await?;
+        self.bare.reset_failed(unit).await;
+        self.bare.stop_unit(&trio.minimal.plan.unit).await?;
+        self.bare.reset_failed(&trio.minimal.plan.unit).await;
+        Ok((p, q))
+    }
+}

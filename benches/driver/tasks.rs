@@ -1,0 +1,159 @@
+//! Tasks as the Nomad client hands them over, plans as the driver makes them, and the RPCs.
+
+use crate::*;
+
+/// A task the plugin runs.
+pub(crate) struct PluginTask {
+    pub(crate) _alloc: Alloc,
+    pub(crate) config: TaskConfig,
+}
+
+/// A unit the bare client runs, planned exactly as the driver would plan it.
+pub(crate) struct BareTask {
+    pub(crate) _alloc: Alloc,
+    pub(crate) plan: UnitPlan,
+}
+
+pub(crate) fn sleeper() -> JobConfig {
+    JobConfig::command("/bin/sleep", &["infinity"])
+}
+
+pub(crate) fn instance_job(alloc: &Alloc) -> JobConfig {
+    JobConfig {
+        unit: Some(format!("bench@{}.service", alloc.id)),
+        ..JobConfig::default()
+    }
+}
+
+pub(crate) fn plugin_tasks(n: usize, job: impl Fn(&Alloc) -> JobConfig) -> Vec<PluginTask> {
+    (0..n)
+        .map(|_| {
+            let alloc = Alloc::new("bench");
+            let config = alloc.task_config(1, &job(&alloc));
+            PluginTask {
+                _alloc: alloc,
+                config,
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn bare_tasks(
+    n: usize,
+    cfg: &PluginConfig,
+    job: impl Fn(&Alloc) -> JobConfig,
+) -> R<Vec<BareTask>> {
+    (0..n)
+        .map(|_| {
+            let alloc = Alloc::new("bench");
+            let config = alloc.task_config(1, &job(&alloc));
+            let user = TaskUserConfig::from_msgpack(&config.msgpack_driver_config)
+                .map_err(|e| format!("job config: {e}"))?;
+            let plan = plan(&task_spec(&config), &user, cfg).map_err(|e| format!("plan: {e}"))?;
+            Ok(BareTask {
+                _alloc: alloc,
+                plan,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn start_task(mut c: Client, task: TaskConfig) -> R<TaskHandle> {
+    let resp = rpc(
+        "StartTask",
+        c.start_task(StartTaskRequest { task: Some(task) }),
+    )
+    .await?;
+    resp.handle
+        .ok_or_else(|| "StartTask returned no handle".to_string())
+}
+
+pub(crate) async fn stop_task(mut c: Client, id: String) -> R<()> {
+    let req = StopTaskRequest {
+        task_id: id,
+        timeout: Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        signal: STOP_SIGNAL.into(),
+    };
+    rpc("StopTask", c.stop_task(req)).await.map(drop)
+}
+
+pub(crate) async fn destroy_task(mut c: Client, id: String) -> R<()> {
+    let req = DestroyTaskRequest {
+        task_id: id,
+        force: true,
+    };
+    rpc("DestroyTask", c.destroy_task(req)).await.map(drop)
+}
+
+pub(crate) async fn is_running(c: Client, id: String) -> R<bool> {
+    Ok(task_state(c, id).await? == Some(TaskState::Running))
+}
+
+/// The task's state per InspectTask.
+pub(crate) async fn task_state(mut c: Client, id: String) -> R<Option<TaskState>> {
+    let resp = rpc(
+        "InspectTask",
+        c.inspect_task(InspectTaskRequest { task_id: id }),
+    )
+    .await?;
+    Ok(resp.task.and_then(|t| TaskState::try_from(t.state).ok()))
+}
+
+/// Whether a sample carries figures read from the cgroup (memory.stat), not only the D-Bus
+/// fallback.
+pub(crate) fn has_cgroup_data(msg: &TaskStatsResponse) -> bool {
+    let rss = memory_usage::Fields::Rss as i32;
+    msg.stats
+        .as_ref()
+        .and_then(|s| s.agg_resource_usage.as_ref())
+        .and_then(|u| u.memory.as_ref())
+        .is_some_and(|m| m.measured_fields.contains(&rss))
+}
+
+pub(crate) fn unit_of(handle: &TaskHandle) -> R<String> {
+    DriverState::decode(&handle.driver_state)
+        .map(|s| s.unit)
+        .map_err(|e| format!("driver_state: {e}"))
+}
+
+pub(crate) fn task_id(handle: &TaskHandle) -> String {
+    handle
+        .config
+        .as_ref()
+        .map(|c| c.id.clone())
+        .unwrap_or_default()
+}
+
+/// The minimal unit of the same task: the planner's `ExecStart` and nothing else.
+pub(crate) fn minimal_properties(plan: &UnitPlan) -> Vec<(String, DValue)> {
+    plan.properties
+        .iter()
+        .filter(|(k, _)| k == "ExecStart")
+        .cloned()
+        .collect()
+}
+
+/// One task three ways: for the plugin, for a bare start of the same planned unit, and for a
+/// bare start of the minimal unit (each its own alloc dir, so unit names differ).
+pub(crate) struct Trio {
+    pub(crate) plugin: PluginTask,
+    pub(crate) same: BareTask,
+    pub(crate) minimal: BareTask,
+}
+
+impl Trio {
+    pub(crate) fn new(cfg: &PluginConfig) -> R<Self> {
+        let plugin = plugin_tasks(1, |_| sleeper()).pop().ok_or("no task")?;
+        let mut bare = bare_tasks(2, cfg, |_| sleeper())?;
+        let minimal = bare.pop().ok_or("no task")?;
+        let same = bare.pop().ok_or("no task")?;
+        Ok(Self {
+            plugin,
+            same,
+            minimal,
+        })
+    }
+}

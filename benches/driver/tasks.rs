@@ -26,9 +26,23 @@ pub(crate) fn instance_job(alloc: &Alloc) -> JobConfig {
 }
 
 pub(crate) fn plugin_tasks(n: usize, job: impl Fn(&Alloc) -> JobConfig) -> Vec<PluginTask> {
+    tasks_in(n, job, Alloc::new)
+}
+
+/// [`plugin_tasks`] with plain `secrets/` and `private/` directories instead of Nomad's tmpfs
+/// mounts ([`Alloc::new_plain`]).
+pub(crate) fn plugin_tasks_plain(n: usize, job: impl Fn(&Alloc) -> JobConfig) -> Vec<PluginTask> {
+    tasks_in(n, job, Alloc::new_plain)
+}
+
+fn tasks_in(
+    n: usize,
+    job: impl Fn(&Alloc) -> JobConfig,
+    alloc: impl Fn(&str) -> Alloc,
+) -> Vec<PluginTask> {
     (0..n)
         .map(|_| {
-            let alloc = Alloc::new("bench");
+            let alloc = alloc("bench");
             let config = alloc.task_config(1, &job(&alloc));
             PluginTask {
                 _alloc: alloc,
@@ -43,9 +57,27 @@ pub(crate) fn bare_tasks(
     cfg: &PluginConfig,
     job: impl Fn(&Alloc) -> JobConfig,
 ) -> R<Vec<BareTask>> {
+    bare_tasks_in(n, cfg, job, Alloc::new)
+}
+
+/// [`bare_tasks`] with plain `secrets/` and `private/` directories ([`Alloc::new_plain`]).
+pub(crate) fn bare_tasks_plain(
+    n: usize,
+    cfg: &PluginConfig,
+    job: impl Fn(&Alloc) -> JobConfig,
+) -> R<Vec<BareTask>> {
+    bare_tasks_in(n, cfg, job, Alloc::new_plain)
+}
+
+fn bare_tasks_in(
+    n: usize,
+    cfg: &PluginConfig,
+    job: impl Fn(&Alloc) -> JobConfig,
+    alloc: impl Fn(&str) -> Alloc,
+) -> R<Vec<BareTask>> {
     (0..n)
         .map(|_| {
-            let alloc = Alloc::new("bench");
+            let alloc = alloc("bench");
             let config = alloc.task_config(1, &job(&alloc));
             let user = TaskUserConfig::from_msgpack(&config.msgpack_driver_config)
                 .map_err(|e| format!("job config: {e}"))?;

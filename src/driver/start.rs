@@ -194,8 +194,10 @@ impl<S: Systemd> Driver<S> {
     /// A start job can fail only because the task ran and already exited (a fast `exit 3`
     /// beats the job under load). That is a started task whose exit WaitTask reports; systemd's
     /// own setup failures (exit statuses 200–243, e.g. 203 for a missing binary) are not.
+    /// Only a job result of `failed`: `timeout` means systemd gave up on the start (and killed
+    /// the process), which is a failed StartTask, not an exit for WaitTask.
     async fn ran_before_failing(&self, unit: &str, e: &SystemdError) -> bool {
-        if !matches!(e, SystemdError::JobFailed { .. }) {
+        if !matches!(e, SystemdError::JobFailed { result, .. } if result == "failed") {
             return false;
         }
         match self.sd.status(unit).await {

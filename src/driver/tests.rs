@@ -198,6 +198,18 @@ async fn transient_start_failures_leave_nothing_and_are_recoverable() {
     assert!(!err.is_recoverable(), "{err}");
 }
 
+/// systemd killed the process because its start job timed out: a failed StartTask whose unit
+/// is gone, not a started task that exited 143.
+#[tokio::test]
+async fn a_start_job_that_timed_out_fails_the_start() {
+    let (d, fake) = driver();
+    fake.time_out_next_start();
+    let err = d.start(spec("0000001b"), command()).await.unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert!(fake.loaded_units().is_empty());
+    assert!(d.task_ids().is_empty());
+}
+
 #[tokio::test]
 async fn bad_config_names_the_key_and_starts_nothing() {
     let (d, fake) = driver();

@@ -384,6 +384,15 @@ impl Alloc {
         Self::create(Path::new(ALLOC_ROOT), task, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A fresh alloc under [`ALLOC_ROOT`] whose `secrets/` and `private/` are plain directories:
+    /// no tmpfs mounts, so a measurement of the driver's own concurrency (the benchmark's burst)
+    /// is not dominated by systemd's per-mount cost of a task's mount namespace (see
+    /// ARCHITECTURE.md, *Start cost at density*). Panics on failure (tests, benchmark).
+    pub fn new_plain(task: &str) -> Self {
+        Self::layout(Path::new(ALLOC_ROOT), task, None, false, None, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Lays out `<root>/<new alloc id>/` and the task's log FIFOs, with the tmpfs mounts in
     /// the private systemd this thread booted, if any (else in this process's namespace).
     pub fn create(
@@ -403,6 +412,17 @@ impl Alloc {
         root: &Path,
         task: &str,
         mount_ns_pid: Option<u32>,
+        stdout_echo: Option<Echo>,
+        stderr_echo: Option<Echo>,
+    ) -> std::io::Result<Self> {
+        Self::layout(root, task, mount_ns_pid, true, stdout_echo, stderr_echo)
+    }
+
+    fn layout(
+        root: &Path,
+        task: &str,
+        mount_ns_pid: Option<u32>,
+        tmpfs_mounts: bool,
         stdout_echo: Option<Echo>,
         stderr_echo: Option<Echo>,
     ) -> std::io::Result<Self> {
@@ -429,7 +449,7 @@ impl Alloc {
             dir.join(task).join("secrets"),
             dir.join(task).join("private"),
         ];
-        let mounts = if root_user {
+        let mounts = if root_user && tmpfs_mounts {
             Mounts::make(mount_ns_pid, tmpfs.to_vec()).inspect_err(|_| {
                 let _ = std::fs::remove_dir_all(&dir);
             })?

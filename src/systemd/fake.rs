@@ -27,6 +27,7 @@ struct State {
     fail_next_start: Option<SystemdError>,
     /// The next started unit exits with this status before its start job finishes.
     exit_during_start: Option<i32>,
+    time_out_next_start: bool,
     unreachable: bool,
     /// The bus goes away right after the next start created its unit.
     lose_bus_after_start: bool,
@@ -119,6 +120,12 @@ impl FakeSystemd {
     /// so the job fails (systemd's behaviour for a fast exit under load).
     pub fn exit_during_next_start(&self, code: i32) {
         self.with(|s| s.exit_during_start = Some(code));
+    }
+
+    /// The next start job times out: systemd kills the process (SIGTERM) and the job ends
+    /// with result `timeout`.
+    pub fn time_out_next_start(&self) {
+        self.with(|s| s.time_out_next_start = true);
     }
 
     /// The next start creates its unit, then the bus goes away before the start's reply.
@@ -239,6 +246,13 @@ impl Systemd for FakeSystemd {
         if self.with(|s| std::mem::take(&mut s.lose_bus_after_start)) {
             self.set_unreachable(true);
             return Err(SystemdError::Unreachable("fake bus lost mid-start".into()));
+        }
+        if self.with(|s| std::mem::take(&mut s.time_out_next_start)) {
+            self.die(unit, libc::SIGTERM, "timeout");
+            return Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                result: "timeout".into(),
+            });
         }
         if let Some(code) = self.with(|s| s.exit_during_start.take()) {
             self.exit(unit, code);

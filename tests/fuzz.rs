@@ -475,7 +475,9 @@ fn corpus(parser: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn the_kept_corpus_replays() {
-    let replay = || {
+    // What the plugin decodes, on a thread with a tokio worker's stack (2 MiB): deep nesting
+    // must be refused, not overflow it.
+    let plugin_inputs = || {
         let mut n = 0;
         for (_, bytes) in corpus("cty-msgpack") {
             check_cty(&bytes);
@@ -497,18 +499,25 @@ fn the_kept_corpus_replays() {
             check_unit_name(&String::from_utf8_lossy(&bytes));
             n += 1;
         }
+        n
+    };
+    // Job files are read by the CLI (`validate`, `run`) on its main thread (8 MiB).
+    let job_files = || {
+        let mut n = 0;
         for (name, bytes) in corpus("job") {
             check_job(&name, &String::from_utf8_lossy(&bytes));
             n += 1;
         }
         n
     };
-    // a tokio worker's stack: deep nesting must be refused, not overflow it
-    let n = std::thread::Builder::new()
-        .stack_size(2 << 20)
-        .spawn(replay)
-        .unwrap()
-        .join()
-        .expect("the corpus replay panicked");
+    let on_stack = |mib: usize, f: fn() -> usize| {
+        std::thread::Builder::new()
+            .stack_size(mib << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .expect("the corpus replay panicked")
+    };
+    let n = on_stack(2, plugin_inputs) + on_stack(8, job_files);
     eprintln!("corpus: {n} inputs replayed, 0 panics");
 }

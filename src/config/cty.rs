@@ -13,6 +13,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     rmp_serde::from_slice(bytes).map_err(|e| ConfigError::Decode(e.to_string().to_lowercase()))
 }
 
+/// Nesting allowed in a config's msgpack. Our schemas nest four levels at most (an object, a
+/// list of objects, their maps); rmpv's own limit (1024) lets a crafted config recurse deep
+/// enough to overflow a 2 MiB worker stack in the decoder and in `Value`'s drop.
+const MAX_DEPTH: usize = 32;
+
 /// A decoded config object read key by key, so every error names its key. Nil counts as absent.
 #[derive(Debug)]
 pub struct Fields {
@@ -23,7 +28,7 @@ pub struct Fields {
 impl Fields {
     /// Decodes a cty-msgpack object (the root of every schema is an Object).
     pub fn from_msgpack(bytes: &[u8], prefix: &'static str) -> Result<Self, ConfigError> {
-        let value = rmpv::decode::read_value(&mut &bytes[..])
+        let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], MAX_DEPTH)
             .map_err(|e| ConfigError::Decode(e.to_string().to_lowercase()))?;
         Self::from_value(value, prefix)
     }
@@ -198,6 +203,19 @@ impl CtyNumber {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused() {
+        // {"a": [[…[]…]]}: 8 levels decode, 100 are refused before any recursion that deep
+        let nested = |depth: usize| {
+            let mut b = vec![0x81, 0xa1, b'a'];
+            b.extend(std::iter::repeat_n(0x91, depth - 1));
+            b.push(0x90);
+            b
+        };
+        assert!(Fields::from_msgpack(&nested(8), "").is_ok());
+        assert!(Fields::from_msgpack(&nested(100), "").is_err());
+    }
 
     pub fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

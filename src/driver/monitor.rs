@@ -84,6 +84,18 @@ impl<S: Systemd> Driver<S> {
             tracing::info!(unit = %spec.unit, "the kernel log holds an OOM kill of the task");
             oom.store(true, Ordering::SeqCst);
         }
+        // cgroup v1: OOM kills while the plugin was down, counted by the task's memory cgroup,
+        // read before RecoverTask returns — a task that exits right after would take its
+        // cgroup, and the count, with it before the watch below began
+        if let (Some(layout), Some(st)) = (self.layout(), first.as_ref())
+            && !st.control_group.is_empty()
+            && let Some(dir) =
+                crate::stats::v1_memory_dir(&self.cgroup_root, layout, &st.control_group)
+            && super::oom::had_oom_kills(&dir)
+        {
+            tracing::info!(unit = %spec.unit, "memory cgroup had OOM kills before the monitor began");
+            oom.store(true, Ordering::SeqCst);
+        }
         let initial = with_oom(judged, &oom);
         let (tx, rx) = watch::channel(initial.clone());
         let cancel = self.shutdown.child_token();

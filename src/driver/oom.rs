@@ -30,6 +30,12 @@ fn register(dir: &Path) -> io::Result<OwnedFd> {
     Ok(efd)
 }
 
+/// Whether the v1 memory cgroup `dir` has counted an OOM kill (`oom_kill`, Linux ≥ 4.13).
+pub(super) fn had_oom_kills(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("memory.oom_control"))
+        .is_ok_and(|text| oom_kills(&text).is_some_and(|n| n > 0))
+}
+
 /// Watches `dir` until cancelled; sets `flag` when an OOM happens while the cgroup exists.
 pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationToken) {
     let efd = match register(&dir) {

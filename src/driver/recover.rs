@@ -71,11 +71,24 @@ impl<S: Systemd> Driver<S> {
                 None => return Ok(None),
             },
         };
+        // cgroup v1: the monitor reads the memory cgroup's OOM count before this RecoverTask
+        // returns (systemd cannot report an OOM kill there); one `Get` on v1 only
+        let control_group = match self.layout() {
+            Some(l) if l != crate::stats::CgroupLayout::V2 => self
+                .sd
+                .control_group(unit)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         Ok(Some(UnitStatus {
             load_state: listed.load_state,
             active_state: listed.active_state,
             sub_state: listed.sub_state,
             invocation_id,
+            control_group,
             ..UnitStatus::default()
         }))
     }

@@ -465,6 +465,77 @@ async fn both_resumes_from_its_own_entries_not_forged_ones() {
     s.finish().await;
 }
 
+/// Peak resident memory of a process in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `logs = "both"`: a task writes a 40 MiB line before its newline; the plugin's peak memory
+/// grows by far less than the line (the forwarder keeps at most one 48 KiB piece of it), and
+/// the line arrives whole, in 48 KiB entries.
+#[tokio::test]
+async fn both_keeps_memory_bounded_for_a_line_without_end() {
+    let Some(s) = session("both").await else {
+        return;
+    };
+    let len: usize = 40 << 20;
+    let piece: usize = 48 << 10;
+    let pid = s.plugin().pid();
+    let before = peak_rss_kib(pid);
+    let alloc = Alloc::new("long");
+    let task = alloc.task_config(
+        1,
+        &JobConfig::sh(&format!(
+            "head -c {len} /dev/zero | tr '\\0' x; echo; echo done"
+        )),
+    );
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let count = len.div_ceil(piece) + 1;
+    journal_messages(&s.sd, &alloc.id, count).await;
+    let grew = peak_rss_kib(pid).saturating_sub(before);
+    s.destroy(&task.id).await;
+    // `-a`: journalctl prints fields over 4096 bytes as null without it
+    let got: Vec<String> =
+        s.sd.exec(&[
+            "journalctl",
+            "--no-pager",
+            "-a",
+            "-o",
+            "json",
+            "--output-fields",
+            "MESSAGE",
+            &format!("NOMAD_ALLOC_ID={}", alloc.id),
+        ])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<BTreeMap<String, Value>>(l).ok())
+        .map(|e| field(&e, "MESSAGE").to_string())
+        .collect();
+    assert_eq!(got.len(), count, "entries");
+    assert_eq!(got.last().map(String::as_str), Some("done"));
+    for m in &got[..count - 2] {
+        assert_eq!(m.len(), piece);
+    }
+    let total: usize = got[..count - 1].iter().map(String::len).sum();
+    assert_eq!(total, len, "lost or doubled bytes of the line");
+    assert!(
+        got[..count - 1]
+            .iter()
+            .all(|m| m.bytes().all(|b| b == b'x'))
+    );
+    assert!(
+        grew < 24 << 10,
+        "plugin peak RSS grew by {grew} KiB for a 40 MiB line"
+    );
+    s.finish().await;
+}
+
 /// Plugin CPU seconds (user + system) of a process, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -182,23 +182,46 @@ pub fn default_rate_limit(runtime_dir: &Path, unit: &str) -> bool {
         .is_err()
 }
 
-/// `field` of the newest entry matching every `KEY=value` of `matches`; `None` if there is none
-/// or `journalctl` cannot be run.
-pub fn newest_field(paths: &JournalPaths, matches: &[String], field: &str) -> Option<String> {
+/// `field` of the newest entry matching every `KEY=value` of `matches` that `accept` takes
+/// (given the entry as `journalctl -o json` prints it, with `_PID`, `_UID` and `_SYSTEMD_UNIT`,
+/// the fields journald sets itself and no client can); `None` if there is none or `journalctl`
+/// cannot be run. Reads newest first and stops at the first accepted entry.
+pub fn newest_field(
+    paths: &JournalPaths,
+    matches: &[String],
+    field: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> Option<String> {
+    use std::io::BufRead;
     let mut cmd = Command::new("journalctl");
     if let Some(d) = &paths.directory {
         cmd.arg("-D").arg(d);
     }
-    let out = cmd
-        .args(["--no-pager", "-o", "json", "-n", "1", "--output-fields"])
-        .arg(field)
+    let mut child = cmd
+        .args(["--no-pager", "-o", "json", "-r", "--output-fields"])
+        .arg(format!("{field},_PID,_UID,_SYSTEMD_UNIT"))
         .args(matches)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{'))?;
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    v.get(field)?.as_str().map(str::to_string)
+    let mut found = None;
+    if let Some(out) = child.stdout.take() {
+        for line in io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if accept(&v) {
+                found = v.get(field).and_then(|f| f.as_str()).map(str::to_string);
+                break;
+            }
+        }
+    }
+    // journalctl, our child, may still be printing older entries
+    let _ = child.kill();
+    let _ = child.wait();
+    found
 }
 
 #[cfg(test)]

@@ -339,6 +339,203 @@ async fn both_survives_a_plugin_kill_without_loss_or_doubles() {
     s.finish().await;
 }
 
+/// `logs = "both"`: names a task plants in its `alloc/logs` (Nomad makes it 0777) as logmon's
+/// next files — a symlink to a root-only file, a FIFO nobody writes — are not followed: the
+/// file's content is not in the journal, and the node's one forwarder keeps forwarding (another
+/// allocation's lines, started after the plant, arrive).
+#[tokio::test]
+async fn both_does_not_read_names_the_task_planted_in_alloc_logs() {
+    let Some(s) = session("both").await else {
+        return;
+    };
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("shadow");
+    std::fs::write(&secret, "root-only-secret-line\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let evil = Alloc::new("web");
+    let job = JobConfig::sh(&format!(
+        "echo before; echo before-err >&2; sleep 1; ln -s {} /alloc/logs/web.stdout.1; mkfifo /alloc/logs/web.stderr.1; sleep 4",
+        secret.display()
+    ));
+    let task = evil.task_config(1, &job);
+    s.start(task.clone()).await.unwrap();
+    let got = journal_messages(&s.sd, &evil.id, 2).await;
+    assert!(got.contains(&"before-err".to_string()), "{got:?}");
+    let planted = evil.dir.join("alloc/logs/web.stderr.1");
+    let deadline = std::time::Instant::now() + SECS;
+    while std::fs::symlink_metadata(&planted).is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        std::fs::symlink_metadata(evil.dir.join("alloc/logs/web.stdout.1"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // the forwarder's passes meet both names
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let other = Alloc::new("other");
+    let other_task = other.task_config(1, &JobConfig::sh("echo other-ok"));
+    s.start(other_task.clone()).await.unwrap();
+    let got = journal_messages(&s.sd, &other.id, 1).await;
+    assert_eq!(got, ["other-ok"], "the forwarder stopped forwarding");
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    s.wait(&other_task.id).await;
+    s.destroy(&task.id).await;
+    s.destroy(&other_task.id).await;
+    let all = s.sd.exec(&["journalctl", "--no-pager", "-o", "cat"]);
+    assert!(!all.contains("root-only-secret-line"), "{all}");
+    let got: Vec<String> = journal(&s.sd, &evil.id)
+        .iter()
+        .map(|e| field(e, "MESSAGE").to_string())
+        .collect();
+    assert!(got.contains(&"before".to_string()), "{got:?}");
+    s.finish().await;
+}
+
+/// `logs = "both"`: while the plugin is down, a unit of the same systemd (as any task can, and
+/// as root) sends journal entries with the victim's `NOMAD_*` fields and a far position; the
+/// relaunched plugin resumes from its own entries only, so every line still arrives once.
+#[tokio::test]
+async fn both_resumes_from_its_own_entries_not_forged_ones() {
+    let Some(mut s) = session("both").await else {
+        return;
+    };
+    let alloc = Alloc::new("stream");
+    let job = JobConfig::sh(
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line-$i; [ $((i % 2)) = 0 ] && echo e-$i >&2; sleep 0.005; done",
+    );
+    let task = alloc.task_config(1, &job);
+    let handle = s.start(task.clone()).await.unwrap().handle.unwrap();
+    let seen = journal_messages(&s.sd, &alloc.id, 20).await;
+    assert!(seen.len() >= 20 && seen.len() < 600, "{}", seen.len());
+    s.plugin.take().unwrap().crash();
+    let mut forge = String::new();
+    for stream in ["stdout", "stderr"] {
+        forge.push_str(&format!(
+            "printf 'MESSAGE=forged\\nNOMAD_ALLOC_ID={}\\nNOMAD_TASK_NAME=stream\\nNOMAD_LOG_STREAM={stream}\\nNOMAD_LOG_POS=99999:0\\n' | logger --journald; ",
+            alloc.id
+        ));
+    }
+    s.sd.exec(&[
+        "systemd-run",
+        "--wait",
+        "--quiet",
+        "--collect",
+        "sh",
+        "-c",
+        &forge,
+    ]);
+    let deadline = std::time::Instant::now() + SECS;
+    while journal(&s.sd, &alloc.id)
+        .iter()
+        .filter(|e| field(e, "MESSAGE") == "forged")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no forged entries");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.relaunch().await;
+    s.plugin()
+        .driver()
+        .recover_task(recover_request(&handle))
+        .await
+        .unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    s.destroy(&task.id).await;
+    let mut want: Vec<String> = Vec::new();
+    for i in 1..=400 {
+        want.push(format!("line-{i}"));
+        if i % 2 == 0 {
+            want.push(format!("e-{i}"));
+        }
+    }
+    let mut got: Vec<String> = journal_messages(&s.sd, &alloc.id, 602)
+        .await
+        .into_iter()
+        .filter(|m| m != "forged")
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "lost or doubled lines");
+    assert_eq!(got, want);
+    s.finish().await;
+}
+
+/// Peak resident memory of a process in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `logs = "both"`: a task writes a 40 MiB line before its newline; the plugin's peak memory
+/// grows by far less than the line (the forwarder keeps at most one 48 KiB piece of it), and
+/// the line arrives whole, in 48 KiB entries.
+#[tokio::test]
+async fn both_keeps_memory_bounded_for_a_line_without_end() {
+    let Some(s) = session("both").await else {
+        return;
+    };
+    let len: usize = 40 << 20;
+    let piece: usize = 48 << 10;
+    let pid = s.plugin().pid();
+    let before = peak_rss_kib(pid);
+    let alloc = Alloc::new("long");
+    let task = alloc.task_config(
+        1,
+        &JobConfig::sh(&format!(
+            "head -c {len} /dev/zero | tr '\\0' x; echo; echo done"
+        )),
+    );
+    s.start(task.clone()).await.unwrap();
+    let w = s.wait(&task.id).await;
+    assert_eq!(w.result.unwrap().exit_code, 0, "{}", w.err);
+    let count = len.div_ceil(piece) + 1;
+    journal_messages(&s.sd, &alloc.id, count).await;
+    let grew = peak_rss_kib(pid).saturating_sub(before);
+    s.destroy(&task.id).await;
+    // `-a`: journalctl prints fields over 4096 bytes as null without it
+    let got: Vec<String> =
+        s.sd.exec(&[
+            "journalctl",
+            "--no-pager",
+            "-a",
+            "-o",
+            "json",
+            "--output-fields",
+            "MESSAGE",
+            &format!("NOMAD_ALLOC_ID={}", alloc.id),
+        ])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<BTreeMap<String, Value>>(l).ok())
+        .map(|e| field(&e, "MESSAGE").to_string())
+        .collect();
+    assert_eq!(got.len(), count, "entries");
+    assert_eq!(got.last().map(String::as_str), Some("done"));
+    for m in &got[..count - 2] {
+        assert_eq!(m.len(), piece);
+    }
+    let total: usize = got[..count - 1].iter().map(String::len).sum();
+    assert_eq!(total, len, "lost or doubled bytes of the line");
+    assert!(
+        got[..count - 1]
+            .iter()
+            .all(|m| m.bytes().all(|b| b == b'x'))
+    );
+    assert!(
+        grew < 24 << 10,
+        "plugin peak RSS grew by {grew} KiB for a 40 MiB line"
+    );
+    s.finish().await;
+}
+
 /// Plugin CPU seconds (user + system) of a process, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

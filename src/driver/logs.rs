@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,10 +38,11 @@ struct Stream {
     offset: u64,
     /// `index`'s file, open at `offset`.
     file: Option<std::fs::File>,
-    /// A line begun but not ended (it may continue in the next file).
+    /// A line begun but not ended (it may continue in the next file); never longer than
+    /// [`MAX_MESSAGE`].
     carry: Vec<u8>,
-    /// Where the next line starts: the `NOMAD_LOG_POS` of the last line queued.
-    line_start: (u64, u64),
+    /// The file index last refused by [`open_log`] (warned about once).
+    refused: Option<u64>,
     /// The `NOMAD_LOG_POS` of the last line journald took: where a failed send resumes.
     committed: (u64, u64),
     /// The fields every entry of the stream carries, in the native format, encoded once.
@@ -64,7 +66,7 @@ impl Stream {
             offset: 0,
             file: None,
             carry: Vec::new(),
-            line_start: (0, 0),
+            refused: None,
             committed: (0, 0),
             fields: encode(&fields),
         }
@@ -73,7 +75,6 @@ impl Stream {
     /// Continues at `pos` (a resume, or after a failed send).
     fn seek(&mut self, pos: (u64, u64)) {
         (self.index, self.offset) = pos;
-        self.line_start = pos;
         self.committed = pos;
         self.file = None;
         self.carry.clear();
@@ -184,7 +185,8 @@ fn run(paths: &JournalPaths, shared: &Shared) {
             return;
         }
     };
-    warn_rate_limit(paths);
+    let own_unit = own_unit();
+    warn_rate_limit(paths, own_unit.as_deref());
     let mut batch = Batch::default();
     loop {
         let ids: Vec<String> = lock(tasks).keys().cloned().collect();
@@ -195,7 +197,7 @@ fn run(paths: &JournalPaths, shared: &Shared) {
                 continue;
             };
             if !t.resumed {
-                resume(paths, &mut t);
+                resume(paths, own_unit.as_deref(), &mut t);
             }
             let mut moved = false;
             for s in &mut t.streams {
@@ -225,16 +227,20 @@ fn run(paths: &JournalPaths, shared: &Shared) {
     }
 }
 
+/// The unit journald files this process's entries under (the Nomad agent's), if any.
+fn own_unit() -> Option<String> {
+    let cgroup = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    crate::journal::own_unit(&cgroup("/proc/self/cgroup"), &cgroup("/proc/1/cgroup"))
+}
+
 /// journald rate-limits by the sender's unit, here the Nomad agent's: say so when that unit
 /// has journald's default limit (README, *logs*).
-fn warn_rate_limit(paths: &JournalPaths) {
+fn warn_rate_limit(paths: &JournalPaths, own_unit: Option<&str>) {
     let Some(runtime_dir) = paths.socket.parent().and_then(Path::parent) else {
         return;
     };
-    let cgroup = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    if let Some(unit) =
-        crate::journal::own_unit(&cgroup("/proc/self/cgroup"), &cgroup("/proc/1/cgroup"))
-        && crate::journal::default_rate_limit(runtime_dir, &unit)
+    if let Some(unit) = own_unit
+        && crate::journal::default_rate_limit(runtime_dir, unit)
     {
         tracing::warn!(
             unit = %unit,
@@ -245,6 +251,45 @@ fn warn_rate_limit(paths: &JournalPaths) {
 
 fn file(f: &Follow, stream: &str, index: u64) -> PathBuf {
     f.dir.join(format!("{}.{stream}.{index}", f.task))
+}
+
+/// Opens one of logmon's files, only if it is one: the task can write `alloc/logs` (Nomad makes
+/// it 0777), so a name there may be the task's symlink to a root-only file, a FIFO nobody
+/// writes (`open` would block the node's forwarder), a device, or a file of its own. The last
+/// component is not followed, `open` does not wait, and the open file must be a regular file
+/// with one link, owned by this process's user (logmon and the plugin both run as the Nomad
+/// agent's); else `PermissionDenied` naming what it is.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    let fh = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a symlink, not logmon's file",
+            ),
+            _ => e,
+        })?;
+    let m = fh.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ))
+    };
+    if !m.file_type().is_file() {
+        return refuse(format!("not a regular file ({:?})", m.file_type()));
+    }
+    if m.uid() != euid {
+        return refuse(format!("owned by uid {}, not {euid}", m.uid()));
+    }
+    if m.nlink() != 1 {
+        return refuse(format!("{} hard links", m.nlink()));
+    }
+    Ok(fh)
 }
 
 /// The lowest index of the stream's files that exists, if any.
@@ -274,10 +319,30 @@ fn matches(f: &Follow, stream: &str) -> Vec<String> {
     m
 }
 
-/// Continues after the newest entry the journal holds for each stream.
-fn resume(paths: &JournalPaths, t: &mut Followed) {
+/// Whether a journal entry is one the plugin sent, from the fields journald sets itself: a
+/// task can send an entry with any `NOMAD_*` fields (the journal socket is open to all), but
+/// journald stamps it with the task's `_PID` and its unit's `_SYSTEMD_UNIT`. Ours carry this
+/// process's user and unit (the Nomad agent's); or no `_PID` at all: the sender is outside
+/// journald's PID namespace, which no unit of its systemd, so no task, is (the tests' plugin).
+fn sent_by_plugin(e: &serde_json::Value, own_unit: Option<&str>, euid: u32) -> bool {
+    let get = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+    if get("_PID").is_none() {
+        return true;
+    }
+    own_unit.is_some()
+        && get("_SYSTEMD_UNIT") == own_unit
+        && get("_UID") == Some(euid.to_string().as_str())
+}
+
+/// Continues after the newest entry the plugin sent for each stream (entries others sent with
+/// the same fields do not count: [`sent_by_plugin`]).
+fn resume(paths: &JournalPaths, own_unit: Option<&str>, t: &mut Followed) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     for s in &mut t.streams {
-        let pos = newest_field(paths, &matches(&t.follow, s.name), "NOMAD_LOG_POS");
+        let pos = newest_field(paths, &matches(&t.follow, s.name), "NOMAD_LOG_POS", |e| {
+            sent_by_plugin(e, own_unit, euid)
+        });
         let parsed = pos.as_deref().and_then(|p| {
             let (i, o) = p.split_once(':')?;
             Some((i.parse().ok()?, o.parse().ok()?))
@@ -306,12 +371,26 @@ fn pump(sender: &Sender, f: &Follow, s: &mut Stream, b: &mut Batch, flush: bool)
     loop {
         if s.file.is_none() {
             let path = file(f, s.name, s.index);
-            let opened = std::fs::File::open(&path).and_then(|mut fh| {
+            let opened = open_log(&path).and_then(|mut fh| {
                 fh.seek(SeekFrom::Start(s.offset))?;
                 Ok(fh)
             });
             match opened {
                 Ok(fh) => s.file = Some(fh),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    if s.refused != Some(s.index) {
+                        tracing::warn!(file = %path.display(), error = %e, "log forwarder: not logmon's file; not read");
+                        s.refused = Some(s.index);
+                    }
+                    // once logmon has moved on, so does the stream
+                    if std::fs::symlink_metadata(file(f, s.name, s.index + 1)).is_err() {
+                        break;
+                    }
+                    s.index += 1;
+                    s.offset = 0;
+                    s.carry.clear();
+                    continue;
+                }
                 // rotated away before we read it: skip to what is there
                 Err(_) => match lowest_index(f, s.name) {
                     Some(low) if low > s.index => {
@@ -330,7 +409,8 @@ fn pump(sender: &Sender, f: &Follow, s: &mut Stream, b: &mut Batch, flush: bool)
         if n == 0 {
             // logmon has moved on to the next file once it exists: then this one is complete
             // (read it to its end once more: it may have grown before the rotation)
-            if !file(f, s.name, s.index + 1).exists() {
+            // (not following a link: only `open_log` decides what is read)
+            if std::fs::symlink_metadata(file(f, s.name, s.index + 1)).is_err() {
                 break;
             }
             n = fh.read(&mut b.read).unwrap_or(0);
@@ -343,8 +423,23 @@ fn pump(sender: &Sender, f: &Follow, s: &mut Stream, b: &mut Batch, flush: bool)
         }
         moved = true;
         let mut start = 0;
-        while let Some(nl) = memchr(&b.read[start..n]) {
-            let end = start + nl;
+        loop {
+            let nl = memchr(&b.read[start..n]).map(|i| start + i);
+            // a line longer than MAX_MESSAGE goes out in pieces as it is read, each with the
+            // position after its last byte (a restart continues inside the line): the carry
+            // never holds more than one piece, however long the line or whether it ever ends
+            let seg_end = nl.unwrap_or(n);
+            while s.carry.len() + (seg_end - start) > MAX_MESSAGE {
+                let take = MAX_MESSAGE - s.carry.len();
+                s.carry.extend_from_slice(&b.read[start..start + take]);
+                start += take;
+                let pos = (s.index, s.offset + start as u64);
+                let piece = std::mem::take(&mut s.carry);
+                queue_line(s, &mut b.buf, &mut b.ends, &mut b.pos, &piece, pos);
+                s.carry = piece;
+                s.carry.clear();
+            }
+            let Some(end) = nl else { break };
             let pos = (s.index, s.offset + end as u64 + 1);
             if s.carry.is_empty() {
                 queue_line(
@@ -387,31 +482,23 @@ fn memchr(data: &[u8]) -> Option<usize> {
     data.iter().position(|b| *b == b'\n')
 }
 
-/// Queues one line's entries: one, or for a line longer than [`MAX_MESSAGE`] several, the
-/// earlier ones carrying where the line starts (a restart between them sends the line again
-/// rather than losing it) and the last where it ends.
+/// Queues one entry (a line, or a piece of one, at most [`MAX_MESSAGE`] bytes) with the
+/// position after it.
 fn queue_line(
-    s: &mut Stream,
+    s: &Stream,
     buf: &mut Vec<u8>,
     ends: &mut Vec<usize>,
     positions: &mut Vec<(u64, u64)>,
     line: &[u8],
-    end: (u64, u64),
+    pos: (u64, u64),
 ) {
-    let count = line.len().div_ceil(MAX_MESSAGE).max(1);
-    for i in 0..count {
-        let chunk =
-            &line[(i * MAX_MESSAGE).min(line.len())..((i + 1) * MAX_MESSAGE).min(line.len())];
-        let pos = if i + 1 == count { end } else { s.line_start };
-        buf.extend_from_slice(b"MESSAGE=");
-        buf.extend_from_slice(chunk);
-        // writing into a Vec cannot fail
-        let _ = write!(buf, "\nNOMAD_LOG_POS={}:{}\n", pos.0, pos.1);
-        buf.extend_from_slice(&s.fields);
-        ends.push(buf.len());
-        positions.push(pos);
-    }
-    s.line_start = end;
+    buf.extend_from_slice(b"MESSAGE=");
+    buf.extend_from_slice(line);
+    // writing into a Vec cannot fail
+    let _ = write!(buf, "\nNOMAD_LOG_POS={}:{}\n", pos.0, pos.1);
+    buf.extend_from_slice(&s.fields);
+    ends.push(buf.len());
+    positions.push(pos);
 }
 
 /// Sends the queued entries; on failure the stream continues after the last entry journald
@@ -509,7 +596,7 @@ mod tests {
     }
 
     /// Thousands of lines go out in `sendmmsg` batches, in order, each with its fields; a line
-    /// longer than one entry is split, its earlier entries carrying where it starts; data
+    /// longer than one entry is split, each entry carrying the position after it; data
     /// appended to a file before logmon rotates is not skipped.
     #[test]
     fn batches_keep_order_split_long_lines_and_read_a_file_to_its_end_before_the_next() {
@@ -528,7 +615,10 @@ mod tests {
         let long = "x".repeat(MAX_MESSAGE + 10);
         data.push_str(&long);
         data.push('\n');
-        want.push((long[..MAX_MESSAGE].to_string(), format!("0:{start}")));
+        want.push((
+            long[..MAX_MESSAGE].to_string(),
+            format!("0:{}", start + MAX_MESSAGE),
+        ));
         want.push((long[MAX_MESSAGE..].to_string(), format!("0:{}", data.len())));
         std::fs::write(dir.path().join("web.stdout.0"), &data).unwrap();
         // journald's side, reading while the forwarder sends (the socket queue is short)
@@ -597,5 +687,184 @@ mod tests {
             [("a".into(), "0:2".into()), ("b".into(), "0:4".into())]
         );
         assert_eq!(s.committed, (0, 4));
+    }
+
+    /// Names in `alloc/logs` that the task planted (a symlink to a root-only file, a hard link
+    /// to it, a file of another user, a FIFO nobody writes) are not read, the open does not
+    /// block, and the stream goes on with logmon's next file.
+    #[test]
+    fn names_the_task_planted_are_not_read_and_do_not_block() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("shadow");
+        std::fs::write(&secret, "SECRET\n").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let f = follow(dir.path());
+        let logs = |n: &str| dir.path().join(n);
+        std::fs::write(logs("web.stdout.0"), "a\n").unwrap();
+        std::os::unix::fs::symlink(&secret, logs("web.stdout.1")).unwrap();
+        std::fs::write(logs("web.stdout.2"), "b\n").unwrap();
+        std::fs::hard_link(&secret, logs("web.stdout.3")).unwrap();
+        std::fs::write(logs("web.stdout.4"), "OTHER\n").unwrap();
+        std::os::unix::fs::chown(logs("web.stdout.4"), Some(65534), Some(65534)).unwrap();
+        std::fs::write(logs("web.stdout.5"), "c\n").unwrap();
+        let fifo = std::ffi::CString::new(logs("web.stderr.0").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::write(logs("web.stderr.1"), "e\n").unwrap();
+        // a pump that blocks in open() fails the test instead of hanging it
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f2 = f.clone();
+        std::thread::spawn(move || {
+            let sender = Sender::new(&sock_path).unwrap();
+            let mut batch = Batch::default();
+            let mut out = Stream::new("stdout", "6", &f2);
+            let mut err = Stream::new("stderr", "3", &f2);
+            for _ in 0..3 {
+                pump(&sender, &f2, &mut out, &mut batch, false);
+                pump(&sender, &f2, &mut err, &mut batch, false);
+            }
+            let _ = tx.send((out.index, err.index));
+        });
+        let indexes = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the forwarder blocked on a planted name");
+        assert_eq!(indexes, (5, 1));
+        let got: Vec<String> = received(&journal).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(got, ["a", "b", "c", "e"]);
+    }
+
+    /// journald's side: (MESSAGE, NOMAD_LOG_POS) of each datagram, until the line `end`.
+    fn collect_until_end(journal: UnixDatagram) -> std::thread::JoinHandle<Vec<(Vec<u8>, String)>> {
+        std::thread::spawn(move || {
+            let mut got: Vec<(Vec<u8>, String)> = Vec::new();
+            let mut buf = vec![0u8; 1 << 17];
+            journal
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            while let Ok(len) = journal.recv(&mut buf) {
+                let d = &buf[..len];
+                let msg_end = d.iter().position(|b| *b == b'\n').unwrap();
+                let msg = d[b"MESSAGE=".len()..msg_end].to_vec();
+                let rest = String::from_utf8_lossy(&d[msg_end + 1..]).into_owned();
+                let pos = rest
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NOMAD_LOG_POS="))
+                    .unwrap()
+                    .to_string();
+                got.push((msg, pos));
+                if got.last().is_some_and(|(m, _)| m == b"end") {
+                    break;
+                }
+            }
+            got
+        })
+    }
+
+    /// A line that never ends goes out in `MAX_MESSAGE` pieces as it is read, across a
+    /// rotation, each with the exact position after it; the carry never exceeds one piece and
+    /// nothing is lost or sent twice, also when the stream restarts from a piece's position.
+    #[test]
+    fn a_line_without_end_goes_out_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock_path = dir.path().join("socket");
+        let journal = UnixDatagram::bind(&sock_path).unwrap();
+        let f = follow(dir.path());
+        let half = 10 << 20;
+        let first = vec![b'x'; half];
+        let mut second = vec![b'y'; half];
+        second.extend_from_slice(b"\nend\n");
+        std::fs::write(dir.path().join("web.stdout.0"), &first).unwrap();
+        std::fs::write(dir.path().join("web.stdout.1"), &second).unwrap();
+        let mut data = first.clone();
+        data.extend_from_slice(&second);
+        let reader = collect_until_end(journal);
+        let sender = Sender::new(&sock_path).unwrap();
+        let mut s = Stream::new("stdout", "6", &f);
+        let mut batch = Batch::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.committed != (1, second.len() as u64) && Instant::now() < deadline {
+            pump(&sender, &f, &mut s, &mut batch, false);
+            assert!(s.carry.len() <= MAX_MESSAGE, "carry {}", s.carry.len());
+        }
+        let got = reader.join().unwrap();
+        // the position after each entry, as (file, offset), from its byte count in `data`
+        let at = |g: usize| {
+            if g <= half {
+                format!("0:{g}")
+            } else {
+                format!("1:{}", g - half)
+            }
+        };
+        let mut g = 0;
+        for (i, (m, pos)) in got.iter().enumerate() {
+            assert!(m.len() <= MAX_MESSAGE);
+            g += m.len();
+            if m.first() == Some(&b'y') && m.len() < MAX_MESSAGE || m == b"end" {
+                g += 1; // the line's newline
+            } else {
+                assert_eq!(m.len(), MAX_MESSAGE, "entry {i}");
+            }
+            assert_eq!(*pos, at(g), "entry {i}");
+        }
+        assert_eq!(g, data.len(), "lost or doubled bytes");
+        let mut want: Vec<u8> = data.iter().copied().filter(|b| *b != b'\n').collect();
+        want.truncate(2 * half);
+        let pieces: Vec<u8> = got
+            .iter()
+            .take(got.len() - 1)
+            .flat_map(|(m, _)| m.iter().copied())
+            .collect();
+        assert!(pieces == want, "the pieces are not the line");
+        // a restart from a piece's position goes on inside the line, from that byte
+        let (_, pos) = &got[300];
+        let (i, o) = pos.split_once(':').unwrap();
+        let mut again = Stream::new("stdout", "6", &f);
+        again.seek((i.parse().unwrap(), o.parse().unwrap()));
+        let journal = UnixDatagram::bind(dir.path().join("socket2")).unwrap();
+        let reader = collect_until_end(journal);
+        let sender = Sender::new(&dir.path().join("socket2")).unwrap();
+        while again.committed != (1, second.len() as u64) && Instant::now() < deadline {
+            pump(&sender, &f, &mut again, &mut batch, false);
+        }
+        let again_got = reader.join().unwrap();
+        let brief = |v: &[(Vec<u8>, String)]| -> Vec<(usize, String)> {
+            v.iter().map(|(m, p)| (m.len(), p.clone())).collect()
+        };
+        assert_eq!(
+            brief(&again_got),
+            brief(&got[301..]),
+            "a restart lost or doubled"
+        );
+        assert!(again_got == got[301..], "a restart lost or doubled");
+    }
+
+    /// Only journald's own fields decide whether an entry is the plugin's: a task's forged
+    /// entry (its own `_PID`, `_UID` and unit) is not, even when it runs as root.
+    #[test]
+    fn only_the_plugins_own_entries_move_the_resume_point() {
+        let e = |v: serde_json::Value| v;
+        let agent = Some("nomad.service");
+        let ours =
+            e(serde_json::json!({"_PID": "7", "_UID": "0", "_SYSTEMD_UNIT": "nomad.service"}));
+        assert!(sent_by_plugin(&ours, agent, 0));
+        let root_task =
+            e(serde_json::json!({"_PID": "9", "_UID": "0", "_SYSTEMD_UNIT": "nomad-x.service"}));
+        assert!(!sent_by_plugin(&root_task, agent, 0));
+        let other_uid =
+            e(serde_json::json!({"_PID": "9", "_UID": "1000", "_SYSTEMD_UNIT": "nomad.service"}));
+        assert!(!sent_by_plugin(&other_uid, agent, 0));
+        let no_unit = e(serde_json::json!({"_PID": "9", "_UID": "0"}));
+        assert!(!sent_by_plugin(&no_unit, None, 0));
+        // a sender outside journald's PID namespace (no unit of its systemd)
+        assert!(sent_by_plugin(
+            &serde_json::json!({"NOMAD_LOG_POS": "0:1"}),
+            agent,
+            0
+        ));
     }
 }

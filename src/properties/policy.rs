@@ -166,7 +166,7 @@ impl PropertyPolicy {
                     name: name.to_string(),
                     value: value.to_string(),
                     key: cap.key,
-                    cap: format!("{}s", cap.max.as_secs_f64()),
+                    cap: crate::config::duration::format(cap.max),
                 });
             }
         }
@@ -412,7 +412,7 @@ mod tests {
         }
         assert_eq!(
             check("TimeoutStopSec", "infinity").unwrap_err().to_string(),
-            "property \"TimeoutStopSec\": \"infinity\" is longer than the plugin's max_stop_timeout (300s)"
+            "property \"TimeoutStopSec\": \"infinity\" is longer than the plugin's max_stop_timeout (5m)"
         );
         // 0 means infinity there
         assert!(matches!(
@@ -425,7 +425,7 @@ mod tests {
         assert!(check("TimeoutStopSec", "5min 1us").is_err());
         assert_eq!(
             check("TimeoutStartSec", "121s").unwrap_err().to_string(),
-            "property \"TimeoutStartSec\": \"121s\" is longer than the plugin's start_timeout (120s)"
+            "property \"TimeoutStartSec\": \"121s\" is longer than the plugin's start_timeout (2m)"
         );
         // no cap without an operator's
         assert_eq!(

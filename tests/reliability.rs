@@ -1394,3 +1394,153 @@ async fn a_task_oom_killed_and_ended_while_the_plugin_is_down_is_reported_as_oom
     );
     s.finish().await;
 }
+
+/// Unit mode: `daemon-reexec` while StartTasks of an installed unit that fails at once are in
+/// flight. A `StartUnit` whose reply the reexec lost may have started the run, which has
+/// already failed; the driver reads the unit back and adopts that run instead of starting it
+/// again: every instance runs exactly once and reports its exit code.
+#[tokio::test]
+async fn unit_mode_reexec_mid_start_runs_a_failing_unit_once() {
+    if !require() {
+        return;
+    }
+    let config = common::session::plugin_config(&[(
+        "allowed_units",
+        rmpv::Value::Array(vec![rmpv::Value::from("oncefail@*.service")]),
+    )]);
+    let s = Session::new(config).await;
+    // each run appends a line to its instance's file, then fails
+    let runs = s.sd.runtime_dir().parent().unwrap().join("oncefail-runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::set_permissions(&runs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let dir = s.sd.runtime_dir().join("system");
+    std::fs::write(
+        dir.join("oncefail@.service"),
+        "[Unit]\nDescription=fails at once %i\n\n[Service]\n\
+         ExecStart=/bin/sh -c 'echo run >> /run/oncefail-runs/%i; exit 3'\n",
+    )
+    .unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    let mut all = Vec::new();
+    let delays = moments(&[0, 2, 5, 10, 20], &[1, 3, 8, 15, 30, 50]);
+    for &delay_ms in &delays {
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let a = Alloc::new("oncefail");
+                let task = a.task_config(
+                    1,
+                    &JobConfig {
+                        unit: Some(format!("oncefail@{}.service", a.id)),
+                        ..JobConfig::default()
+                    },
+                );
+                all.push((a, task.clone()));
+                task
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for t in &tasks {
+            let mut client = s.plugin().driver();
+            let t = t.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
+                        task: Some(t),
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.sd.exec(&["systemctl", "daemon-reexec"]);
+        for (c, t) in calls.into_iter().zip(&tasks) {
+            if let Err(e) = s.bounded("StartTask", c).await.unwrap() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                panic!(
+                    "{} failed across a reexec: {e:?}\n{}",
+                    t.id,
+                    s.plugin().stderr_text()
+                );
+            }
+        }
+    }
+    let mut once = 0;
+    let mut exits = 0;
+    for (a, t) in &all {
+        let w = s.wait(&t.id).await;
+        if w.result.as_ref().is_some_and(|r| r.exit_code == 3) {
+            exits += 1;
+        }
+        s.destroy(&t.id).await;
+        let text = std::fs::read_to_string(runs.join(&a.id)).unwrap_or_default();
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "oncefail@{} ran {} times\n{}",
+            a.id,
+            text.lines().count(),
+            s.plugin().stderr_text()
+        );
+        once += 1;
+    }
+    assert_eq!(exits, all.len(), "every run's exit code 3 reported");
+    figures(
+        &format!(
+            "unit mode: `daemon-reexec` while 4 StartTasks of a unit that fails at once run, {} rounds; each ran once",
+            delays.len()
+        ),
+        delays.len(),
+        all.len(),
+        once,
+        (exits, all.len()),
+        0,
+    );
+    s.finish().await;
+}
+
+/// cgroup v1: a task OOM-killed at once, before the monitor could look its memory cgroup up
+/// (systemd prunes it with the unit), is reported as OOM from the kernel's log, not as a plain
+/// SIGKILL.
+#[tokio::test]
+async fn a_task_oom_killed_at_once_is_reported_as_oom() {
+    let Some(s) = session().await else { return };
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return; // cgroup v2: systemd's own Result=oom-kill, covered elsewhere
+    }
+    let alloc = Alloc::new("hogfast");
+    let mut oom = 0;
+    let n: u32 = if long() { 6 } else { 3 };
+    for i in 1..=n {
+        let job = JobConfig::sh(
+            "exec /usr/bin/perl -e \"my \\$x = 'a' x (300 * 1024 * 1024); sleep 30\"",
+        );
+        let mut task = alloc.task_config(i, &job);
+        if let Some(r) = task.resources.as_mut() {
+            if let Some(m) = r
+                .allocated_resources
+                .as_mut()
+                .and_then(|a| a.memory.as_mut())
+            {
+                m.memory_mb = 32;
+            }
+            if let Some(l) = r.linux_resources.as_mut() {
+                l.memory_limit_bytes = 32 << 20;
+            }
+        }
+        s.start(task.clone()).await.unwrap();
+        let r = s.wait(&task.id).await.result.unwrap();
+        assert_eq!(r.signal, 9, "{r:?}");
+        assert!(r.oom_killed, "{r:?}\n{}", s.plugin().stderr_text());
+        oom += 1;
+        s.destroy(&task.id).await;
+    }
+    s.assert_clean().await;
+    figures(
+        "cgroup v1: tasks OOM-killed at once (before their cgroup is watched); `oom_killed` reported",
+        n as usize,
+        n as usize,
+        oom,
+        (oom, n as usize),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}

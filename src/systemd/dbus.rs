@@ -423,10 +423,11 @@ impl DbusSystemd {
         }
     }
 
-    /// A start call, repeated while systemd cannot be reached (a `daemon-reexec` drops the
-    /// calls in flight with `NoReply`; a restarting bus refuses them), until `deadline`. Safe to
-    /// repeat: a transient unit the lost call did create answers `UnitExists` (the driver adopts
-    /// it, its name being the task's), and starting an active unit again is a no-op job.
+    /// A transient start call, repeated while systemd cannot be reached (a `daemon-reexec`
+    /// drops the calls in flight with `NoReply`; a restarting bus refuses them), until
+    /// `deadline`. Safe to repeat: a transient unit the lost call did create answers
+    /// `UnitExists` (the driver adopts it, its name being the task's). An installed unit's
+    /// `StartUnit` is not repeated blindly (see `start_unit`).
     async fn call_until<B>(
         &self,
         deadline: tokio::time::Instant,
@@ -883,7 +884,11 @@ impl Systemd for DbusSystemd {
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<()> {
-        match self.manager_call("ResetFailedUnit", &(unit,)).await {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let got = self
+            .call_retrying(deadline, PATH, MANAGER, "ResetFailedUnit", &(unit,))
+            .await;
+        match got {
             Ok(_) | Err(SystemdError::NoSuchUnit(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -1008,7 +1013,11 @@ impl Systemd for DbusSystemd {
             return Ok(()); // a reload that began after our request covered it
         }
         let covers = self.inner.reload_requested.load(Ordering::SeqCst);
-        self.manager_call("Reload", &()).await?;
+        // repeated while systemd cannot be reached (a `daemon-reexec` drops it with NoReply):
+        // one more reload is harmless
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        self.call_retrying(deadline, PATH, MANAGER, "Reload", &())
+            .await?;
         self.inner.reloads.fetch_add(1, Ordering::Relaxed);
         self.inner.reload_done.store(covers, Ordering::SeqCst);
         Ok(())

@@ -150,7 +150,10 @@ fn is_oom_record_of(record: &str, cgroup: &str, since_usec: u64) -> bool {
     prefix >> 3 == 0 && stamp >= since_usec && is_oom_kill_of(message, cgroup)
 }
 
-/// A kernel `oom-kill:` message whose victim lived in `cgroup` or a cgroup below it.
+/// A kernel `oom-kill:` message whose victim lived in `cgroup` or a cgroup below it. The
+/// kernel names cgroups from its root; a systemd that is not at the root (in a container, a
+/// private one) gives its units paths under its own cgroup, which [`unit_cgroup`] cannot know:
+/// such a path is marked by a leading `*`, and may follow any whole leading path.
 fn is_oom_kill_of(message: &str, cgroup: &str) -> bool {
     let Some(fields) = message
         .lines()
@@ -159,21 +162,29 @@ fn is_oom_kill_of(message: &str, cgroup: &str) -> bool {
     else {
         return false;
     };
-    let cgroup = cgroup.trim_end_matches('/');
+    let (cgroup, anywhere) = match cgroup.strip_prefix('*') {
+        Some(tail) => (tail.trim_end_matches('/'), true),
+        None => (cgroup.trim_end_matches('/'), false),
+    };
+    let at = |cg: &str| {
+        cg == cgroup
+            || cg
+                .strip_prefix(cgroup)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     fields.split(',').any(|f| {
         f.strip_prefix("task_memcg=").is_some_and(|cg| {
-            cg == cgroup
-                || cg
-                    .strip_prefix(cgroup)
-                    .is_some_and(|rest| rest.starts_with('/'))
+            // `cgroup` begins with `/`, so each candidate starts at a whole path component
+            at(cg) || (anywhere && cg.match_indices('/').any(|(i, _)| at(&cg[i..])))
         })
     })
 }
 
-/// The cgroup systemd gives `unit` in `slice` (`a-b.slice` → `/a.slice/a-b.slice/<unit>`),
-/// for a unit whose `ControlGroup` is gone (systemd clears it when it prunes the cgroup).
+/// The cgroup systemd gives `unit` in `slice` (`a-b.slice` → `*/a.slice/a-b.slice/<unit>`),
+/// below systemd's own cgroup (the `*`, see [`is_oom_kill_of`]), for a unit whose
+/// `ControlGroup` is gone (systemd clears it when it prunes the cgroup).
 pub(super) fn unit_cgroup(slice: &str, unit: &str) -> String {
-    let mut path = String::new();
+    let mut path = String::from("*");
     if !slice.is_empty() && slice != "-.slice" {
         let stem = slice.strip_suffix(".slice").unwrap_or(slice);
         let mut prefix = String::new();
@@ -265,6 +276,18 @@ mod tests {
             "/s.slice/nomad-a-b-1.servic",
             4000
         ));
+        // a path derived from the slice: below whatever cgroup systemd itself runs in
+        let nested = msg.replace("task_memcg=/s.slice", "task_memcg=/ct-1/s.slice");
+        let derived = "*/s.slice/nomad-a-b-1.service";
+        assert!(of(&format!("6,812,5000,-;{nested}"), derived, 4000));
+        assert!(of(&format!("6,812,5000,-;{msg}"), derived, 4000));
+        assert!(!of(&format!("6,812,5000,-;{nested}"), cg, 4000));
+        assert!(!of(&format!("6,812,5000,-;{msg}"), "*/b-1.service", 4000));
+        assert!(!of(
+            &format!("6,812,5000,-;{msg}"),
+            "*/t.slice/nomad-a-b-1.service",
+            4000
+        ));
         // written by a process (facility user = 1: prefix 14), not by the kernel
         assert!(!of(&format!("14,812,5000,-;{msg}"), cg, 4000));
         // logged before the run began (an earlier run of an installed unit)
@@ -283,17 +306,17 @@ mod tests {
         let cg = super::unit_cgroup;
         assert_eq!(
             cg("nomad_tasks.slice", "t.service"),
-            "/nomad_tasks.slice/t.service"
+            "*/nomad_tasks.slice/t.service"
         );
         assert_eq!(
             cg("a-b-c.slice", "web@x.service"),
-            "/a.slice/a-b.slice/a-b-c.slice/web@x.service"
+            "*/a.slice/a-b.slice/a-b-c.slice/web@x.service"
         );
-        assert_eq!(cg("-.slice", "t.service"), "/t.service");
-        assert_eq!(cg("", "t.service"), "/t.service");
+        assert_eq!(cg("-.slice", "t.service"), "*/t.service");
+        assert_eq!(cg("", "t.service"), "*/t.service");
         // names systemd prefixes with `_`
-        assert_eq!(cg("cpu.slice", "tasks"), "/_cpu.slice/_tasks");
-        assert_eq!(cg("x.slice", "_a.service"), "/x.slice/__a.service");
+        assert_eq!(cg("cpu.slice", "tasks"), "*/_cpu.slice/_tasks");
+        assert_eq!(cg("x.slice", "_a.service"), "*/x.slice/__a.service");
     }
 
     #[test]

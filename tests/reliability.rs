@@ -968,11 +968,12 @@ async fn operator_caps_bound_job_timeouts_and_the_start_wait() {
         );
         alloc.task_config(n, &job)
     };
+    // the cap is printed as the operator's config spells it (`1m`, not `60s`)
     for (n, (name, value, key)) in (1..).zip([
-        ("TimeoutStopSec", "infinity", "max_stop_timeout"),
-        ("TimeoutStopSec", "0", "max_stop_timeout"),
-        ("TimeoutStopSec", "61s", "max_stop_timeout"),
-        ("TimeoutStartSec", "4s", "start_timeout"),
+        ("TimeoutStopSec", "infinity", "max_stop_timeout (1m)"),
+        ("TimeoutStopSec", "0", "max_stop_timeout (1m)"),
+        ("TimeoutStopSec", "61s", "max_stop_timeout (1m)"),
+        ("TimeoutStartSec", "4s", "start_timeout (3s)"),
     ]) {
         let err = s.start(with(n, &[(name, value)])).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");

@@ -1571,3 +1571,72 @@ async fn a_task_oom_killed_at_once_is_reported_as_oom() {
     );
     s.finish().await;
 }
+
+/// `daemon-reexec` while RecoverTasks are in flight after a plugin restart: their batched
+/// `ListUnitsByNames` and single-property `Get`s are read again across the reexec, so every
+/// task is recovered and reports its exit code.
+#[tokio::test]
+async fn daemon_reexec_mid_recover_fails_no_recovery() {
+    let Some(mut s) = session().await else { return };
+    let alloc = Alloc::new("rereexec");
+    let local = alloc.dir.join("rereexec/local");
+    let mut all = Vec::new();
+    let mut exits = 0;
+    let delays = moments(&[0, 2, 10], &[1, 5, 20, 50]);
+    for (round, &delay_ms) in delays.iter().enumerate() {
+        let mut started = Vec::new();
+        for i in 0..6u32 {
+            let n = u32::try_from(round).unwrap() * 6 + i + 1;
+            mkfifo(&local.join(format!("go{n}")));
+            let t = alloc.task_config(n, &JobConfig::sh(&format!("read x < /local/go{n}; exit 5")));
+            let handle = s.start(t.clone()).await.unwrap().handle.unwrap();
+            started.push((n, t, handle));
+        }
+        s.plugin.take().unwrap().crash();
+        s.relaunch().await;
+        let mut calls = Vec::new();
+        for (_, t, h) in &started {
+            let mut client = s.plugin().driver();
+            let req = RecoverTaskRequest {
+                task_id: t.id.clone(),
+                handle: Some(h.clone()),
+            };
+            calls.push(tokio::spawn(async move { client.recover_task(req).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        s.sd.exec(&["systemctl", "daemon-reexec"]);
+        for (c, (_, t, _)) in calls.into_iter().zip(&started) {
+            if let Err(e) = s.bounded("RecoverTask", c).await.unwrap() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                panic!(
+                    "{} not recovered across a reexec: {e:?}\n{}",
+                    t.id,
+                    s.plugin().stderr_text()
+                );
+            }
+        }
+        // this plugin process knows the round's tasks: they end before the next restart
+        for (n, t, _) in &started {
+            std::fs::write(local.join(format!("go{n}")), "go\n").unwrap();
+            if s.wait(&t.id).await.result.is_some_and(|r| r.exit_code == 5) {
+                exits += 1;
+            }
+            s.destroy(&t.id).await;
+        }
+        all.extend(started);
+    }
+    assert_eq!(exits, all.len());
+    s.assert_clean().await;
+    figures(
+        &format!(
+            "`daemon-reexec` while 6 RecoverTasks run after a plugin restart, {} rounds; 0 failed recoveries",
+            delays.len()
+        ),
+        delays.len(),
+        all.len(),
+        all.len(),
+        (exits, all.len()),
+        units_of(&s, &alloc).len(),
+    );
+    s.finish().await;
+}

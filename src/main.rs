@@ -123,6 +123,17 @@ fn run_plugin(level: tracing::Level) -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init(level);
+    match plugin::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            );
+        }
+        Ok((_, now)) => tracing::debug!(limit = now, "RLIMIT_NOFILE already at the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

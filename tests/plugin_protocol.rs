@@ -74,6 +74,50 @@ fn a_wrong_protocol_version_is_refused() {
     assert!(out.stdout.is_empty());
 }
 
+/// Nomad's agent gives the plugin the soft `RLIMIT_NOFILE` it was itself started with
+/// (Go's `syscall` restores it for the processes it starts); the plugin raises it to the hard
+/// limit, and says so.
+#[tokio::test]
+async fn the_plugin_raises_its_soft_open_file_limit_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = nomad_command(&[]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max.min(256);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let p = Plugin::launch_command(cmd).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    println!("{line}");
+    assert!(
+        nums[1] > 256,
+        "the hard limit must be above 256 for this test: {line}"
+    );
+    assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
+    assert!(
+        p.stderr_text().contains("raised the soft RLIMIT_NOFILE"),
+        "{}",
+        p.stderr_text()
+    );
+    assert!(p.kill().await);
+}
+
 #[tokio::test]
 async fn agent_start_sequence_three_launches() {
     if !require() {

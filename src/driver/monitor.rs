@@ -50,6 +50,12 @@ pub(super) fn judge(st: Option<&UnitStatus>, unit: &str, invocation: &str) -> Ta
     TaskState::Running
 }
 
+/// An exit by SIGKILL not known as an OOM kill: on cgroup v1 possibly the OOM killer's.
+fn may_hide_oom(state: &TaskState) -> bool {
+    matches!(state, TaskState::Exited { result, .. }
+        if result.signal == libc::SIGKILL && !result.oom_killed && result.err.is_none())
+}
+
 /// Folds a v1 OOM notification into an exit result.
 fn with_oom(state: TaskState, oom: &AtomicBool) -> TaskState {
     match state {
@@ -73,17 +79,6 @@ impl<S: Systemd> Driver<S> {
     ) -> (watch::Receiver<TaskState>, CancellationToken) {
         let oom = Arc::new(AtomicBool::new(false));
         let judged = judge(first.as_ref(), &spec.unit, &spec.invocation_id);
-        // cgroup v1: a task SIGKILLed before the monitor began (the plugin was down) may have
-        // been the OOM killer's victim; with its cgroup gone, the kernel log tells
-        if let (TaskState::Exited { result, .. }, Some(layout)) = (&judged, self.layout())
-            && layout != crate::stats::CgroupLayout::V2
-            && result.signal == libc::SIGKILL
-            && !result.oom_killed
-            && super::oom::kernel_logged_oom(&spec.unit)
-        {
-            tracing::info!(unit = %spec.unit, "the kernel log holds an OOM kill of the task");
-            oom.store(true, Ordering::SeqCst);
-        }
         // cgroup v1: OOM kills while the plugin was down, counted by the task's memory cgroup,
         // read before RecoverTask returns — a task that exits right after would take its
         // cgroup, and the count, with it before the watch below began
@@ -96,16 +91,7 @@ impl<S: Systemd> Driver<S> {
             tracing::info!(unit = %spec.unit, "memory cgroup had OOM kills before the monitor began");
             oom.store(true, Ordering::SeqCst);
         }
-        let initial = with_oom(judged, &oom);
-        let (tx, rx) = watch::channel(initial.clone());
-        let cancel = self.shutdown.child_token();
-        if matches!(initial, TaskState::Exited { .. }) {
-            self.report_exit(&spec, &initial);
-            return (rx, cancel);
-        }
-        // cgroup v1 OOM notifications need the unit's memory cgroup; a start that read no
-        // status learns it with one call, off the StartTask path (the watch also counts the
-        // OOM kills from before it began)
+        let judged = with_oom(judged, &oom);
         let v1_layout = self
             .layout()
             .filter(|l| *l != crate::stats::CgroupLayout::V2);
@@ -113,23 +99,46 @@ impl<S: Systemd> Driver<S> {
             .as_ref()
             .map(|st| st.control_group.clone())
             .unwrap_or_default();
+        let cancel = self.shutdown.child_token();
+        // an exit that may hide a v1 OOM kill is told once the kernel log has been read, by
+        // the task below; any other is final now
+        let pending = v1_layout.is_some() && may_hide_oom(&judged);
+        if matches!(judged, TaskState::Exited { .. }) && !pending {
+            self.report_exit(&spec, &judged);
+            return (watch::channel(judged).1, cancel);
+        }
+        let initial = if pending {
+            TaskState::Running
+        } else {
+            judged.clone()
+        };
+        let (tx, rx) = watch::channel(initial);
+        // cgroup v1 OOM notifications need the unit's memory cgroup; a start that read no
+        // status learns it with one call, off the StartTask path (the watch also counts the
+        // OOM kills from before it began)
         let this = Arc::clone(self);
         let token = cancel.clone();
-        let oom_flag = Arc::clone(&oom);
         tokio::spawn(async move {
+            let mut cgroup = known_cgroup;
+            if pending {
+                let state = this.with_kernel_oom(&spec, judged, &oom, &cgroup).await;
+                this.report_exit(&spec, &state);
+                let _ = tx.send(state);
+                token.cancelled().await;
+                return;
+            }
             if let Some(layout) = v1_layout {
-                let cgroup = if known_cgroup.is_empty() {
-                    this.sd
+                if cgroup.is_empty() {
+                    cgroup = this
+                        .sd
                         .control_group(&spec.unit)
                         .await
                         .ok()
                         .flatten()
-                        .unwrap_or_default()
-                } else {
-                    known_cgroup
-                };
+                        .unwrap_or_default();
+                }
                 if let Some(dir) = crate::stats::v1_memory_dir(&this.cgroup_root, layout, &cgroup) {
-                    super::oom::watch(dir, Arc::clone(&oom_flag), token.clone());
+                    super::oom::watch(dir, Arc::clone(&oom), token.clone());
                 }
             }
             loop {
@@ -145,15 +154,28 @@ impl<S: Systemd> Driver<S> {
                         }
                     }
                 }
-                // what the signals said, else a read (a bus reconnect forgets the signals)
+                // what the signals said, else a read (a bus reconnect forgets the signals,
+                // and values that disagree with each other are not used); a signalled run
+                // that is not ours (a reload's signal about an installed unit's earlier run)
+                // is read too before it counts as a restart outside Nomad
                 let read = match this.sd.signalled(&spec.unit) {
-                    Some(st) => Ok(Some(st)),
-                    None => this.sd.status(&spec.unit).await,
+                    Some(st)
+                        if spec.invocation_id.is_empty()
+                            || st.invocation_id == spec.invocation_id =>
+                    {
+                        Ok(Some(st))
+                    }
+                    _ => this.sd.status(&spec.unit).await,
                 };
                 match read {
                     Ok(st) => {
-                        let state =
+                        let mut state =
                             with_oom(judge(st.as_ref(), &spec.unit, &spec.invocation_id), &oom);
+                        if v1_layout.is_some() && may_hide_oom(&state) {
+                            // killed before its cgroup could be watched (an OOM kill at once
+                            // leaves no cgroup to look up): the kernel log tells
+                            state = this.with_kernel_oom(&spec, state, &oom, &cgroup).await;
+                        }
                         if matches!(state, TaskState::Exited { .. }) {
                             this.report_exit(&spec, &state);
                             let _ = tx.send(state);
@@ -171,6 +193,37 @@ impl<S: Systemd> Driver<S> {
             }
         });
         (rx, cancel)
+    }
+
+    /// cgroup v1: `state` (a SIGKILL not known as an OOM kill) with the kernel log's word on
+    /// it. The log names the victim's memory cgroup: `cgroup` when the monitor learnt it, else
+    /// the one systemd gives the unit in its slice (its `ControlGroup` is gone once pruned).
+    async fn with_kernel_oom(
+        &self,
+        spec: &MonitorSpec,
+        state: TaskState,
+        oom: &Arc<AtomicBool>,
+        cgroup: &str,
+    ) -> TaskState {
+        let cgroup = if cgroup.is_empty() {
+            match self.sd.unit_info(&spec.unit).await {
+                Ok(Some(info)) if !info.control_group.is_empty() => info.control_group,
+                Ok(Some(info)) => super::oom::unit_cgroup(&info.slice, &spec.unit),
+                _ => return state,
+            }
+        } else {
+            cgroup.to_string()
+        };
+        let since = spec.event.at;
+        let logged =
+            tokio::task::spawn_blocking(move || super::oom::kernel_logged_oom(&cgroup, since))
+                .await
+                .unwrap_or(false);
+        if logged {
+            tracing::info!(unit = %spec.unit, "the kernel log holds an OOM kill of the task");
+            oom.store(true, Ordering::SeqCst);
+        }
+        with_oom(state, oom)
     }
 
     fn report_exit(&self, spec: &MonitorSpec, state: &TaskState) {

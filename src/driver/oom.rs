@@ -82,14 +82,21 @@ pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationTok
 }
 
 /// Whether the kernel log (`/dev/kmsg`, root only) still holds an OOM kill in the memory
-/// cgroup of `unit`: on cgroup v1 the only trace of an OOM kill that ended the task while the
-/// plugin was down, once systemd has pruned the cgroup with its `oom_kill` counter. The
-/// kernel's `oom-kill:` record names the victim's cgroup (`task_memcg=…/<unit>`); unit names
-/// are unique to their task. False when the record has left the ring buffer or kmsg cannot be
-/// read.
-pub(super) fn kernel_logged_oom(unit: &str) -> bool {
+/// cgroup `cgroup` (the unit's full `ControlGroup` path, see [`unit_cgroup`]) logged after
+/// `since` (the run's start): on cgroup v1 the only trace of an OOM kill that ended the task
+/// before its cgroup could be watched (the plugin was down, or the task died at once), once
+/// systemd has pruned the cgroup with its `oom_kill` counter. Only the kernel's own records
+/// count (facility 0: a process writing to `/dev/kmsg` logs as `user`), only a victim in
+/// `cgroup` or below it, and only records newer than `since` (an installed unit's cgroup path
+/// is the same for each run). False when the record has left the ring buffer or kmsg cannot
+/// be read. Reads the whole buffer: call it off the async workers.
+pub(super) fn kernel_logged_oom(cgroup: &str, since: std::time::SystemTime) -> bool {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
+    if cgroup.is_empty() {
+        return false;
+    }
+    let since_usec = monotonic_usec_at(since);
     let Ok(mut kmsg) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -104,10 +111,7 @@ pub(super) fn kernel_logged_oom(unit: &str) -> bool {
         match kmsg.read(&mut buf) {
             Ok(0) => return false,
             Ok(n) => {
-                let record = String::from_utf8_lossy(&buf[..n]);
-                if let Some((_, message)) = record.split_once(';')
-                    && is_oom_kill_of(message, unit)
-                {
+                if is_oom_record_of(&String::from_utf8_lossy(&buf[..n]), cgroup, since_usec) {
                     return true;
                 }
             }
@@ -119,16 +123,120 @@ pub(super) fn kernel_logged_oom(unit: &str) -> bool {
     }
 }
 
-/// A kernel `oom-kill:` record whose victim lived in `unit`'s cgroup.
-fn is_oom_kill_of(message: &str, unit: &str) -> bool {
-    let Some(fields) = message.trim_end().strip_prefix("oom-kill:") else {
+/// `CLOCK_MONOTONIC` (what kmsg stamps its records with) in µs at the wall-clock time `at`.
+fn monotonic_usec_at(at: std::time::SystemTime) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_mono = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000;
+    let ago = std::time::SystemTime::now()
+        .duration_since(at)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    now_mono.saturating_sub(ago)
+}
+
+/// One `/dev/kmsg` record (`<prefix>,<seq>,<µs>,<flags>[,…];<message>`): the kernel's
+/// (facility 0) `oom-kill:` record of a victim in `cgroup` or below, stamped at or after
+/// `since_usec`.
+fn is_oom_record_of(record: &str, cgroup: &str, since_usec: u64) -> bool {
+    let Some((header, message)) = record.split_once(';') else {
         return false;
     };
-    let suffix = format!("/{unit}");
+    let mut fields = header.split(',');
+    let prefix = fields.next().and_then(|p| p.parse::<u32>().ok());
+    let stamp = fields.nth(1).and_then(|t| t.parse::<u64>().ok());
+    let (Some(prefix), Some(stamp)) = (prefix, stamp) else {
+        return false;
+    };
+    // the prefix is facility * 8 + level
+    prefix >> 3 == 0 && stamp >= since_usec && is_oom_kill_of(message, cgroup)
+}
+
+/// A kernel `oom-kill:` message whose victim lived in `cgroup` or a cgroup below it. The
+/// kernel names cgroups from its root; a systemd that is not at the root (in a container, a
+/// private one) gives its units paths under its own cgroup, which [`unit_cgroup`] cannot know:
+/// such a path is marked by a leading `*`, and may follow any whole leading path.
+fn is_oom_kill_of(message: &str, cgroup: &str) -> bool {
+    let Some(fields) = message
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("oom-kill:"))
+    else {
+        return false;
+    };
+    let (cgroup, anywhere) = match cgroup.strip_prefix('*') {
+        Some(tail) => (tail.trim_end_matches('/'), true),
+        None => (cgroup.trim_end_matches('/'), false),
+    };
+    let at = |cg: &str| {
+        cg == cgroup
+            || cg
+                .strip_prefix(cgroup)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     fields.split(',').any(|f| {
-        f.strip_prefix("task_memcg=")
-            .is_some_and(|cg| cg.ends_with(&suffix))
+        f.strip_prefix("task_memcg=").is_some_and(|cg| {
+            // `cgroup` begins with `/`, so each candidate starts at a whole path component
+            at(cg) || (anywhere && cg.match_indices('/').any(|(i, _)| at(&cg[i..])))
+        })
     })
+}
+
+/// The cgroup systemd gives `unit` in `slice` (`a-b.slice` → `*/a.slice/a-b.slice/<unit>`),
+/// below systemd's own cgroup (the `*`, see [`is_oom_kill_of`]), for a unit whose
+/// `ControlGroup` is gone (systemd clears it when it prunes the cgroup).
+pub(super) fn unit_cgroup(slice: &str, unit: &str) -> String {
+    let mut path = String::from("*");
+    if !slice.is_empty() && slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice").unwrap_or(slice);
+        let mut prefix = String::new();
+        for part in stem.split('-') {
+            if !prefix.is_empty() {
+                prefix.push('-');
+            }
+            prefix.push_str(part);
+            path.push('/');
+            path.push_str(&cgroup_escape(&format!("{prefix}.slice")));
+        }
+    }
+    path.push('/');
+    path.push_str(&cgroup_escape(unit));
+    path
+}
+
+/// systemd's escaping of a cgroup name: a `_` in front of names the kernel's own files
+/// could clash with (leading `_` or `.`, `cgroup.*`, `tasks`, …, or `<controller>.<x>`).
+fn cgroup_escape(name: &str) -> String {
+    const CONTROLLERS: [&str; 13] = [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "io",
+        "blkio",
+        "memory",
+        "devices",
+        "pids",
+        "bpf-firewall",
+        "bpf-devices",
+        "bpf-foreign",
+        "bpf-socket-bind",
+        "bpf-restrict-network-interfaces",
+    ];
+    let clashes = name.starts_with(['_', '.'])
+        || name.starts_with("cgroup.")
+        || ["notify_on_release", "release_agent", "tasks"].contains(&name)
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(head, _)| CONTROLLERS.contains(&head));
+    if clashes {
+        format!("_{name}")
+    } else {
+        name.to_string()
+    }
 }
 
 /// The `oom_kill` counter of a v1 `memory.oom_control` (absent before Linux 4.13).
@@ -141,15 +249,80 @@ fn oom_kills(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn kernel_oom_records_name_their_unit() {
-        let line = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=x,mems_allowed=0,oom_memcg=/s.slice/nomad-a-b-1.service,task_memcg=/s.slice/nomad-a-b-1.service,task=perl,pid=7,uid=0\n";
-        assert!(super::is_oom_kill_of(line, "nomad-a-b-1.service"));
-        assert!(!super::is_oom_kill_of(line, "a-b-1.service"));
-        assert!(!super::is_oom_kill_of(line, "nomad-a-b-10.service"));
-        assert!(!super::is_oom_kill_of(
-            "Memory cgroup out of memory: Killed process 7 task_memcg=/nomad-a-b-1.service",
-            "nomad-a-b-1.service"
+    fn kernel_oom_records_name_their_cgroup() {
+        let cg = "/s.slice/nomad-a-b-1.service";
+        let msg = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=x,mems_allowed=0,oom_memcg=/s.slice/nomad-a-b-1.service,task_memcg=/s.slice/nomad-a-b-1.service,task=perl,pid=7,uid=0\n";
+        let of = super::is_oom_record_of;
+        assert!(of(&format!("6,812,5000,-;{msg}"), cg, 4000));
+        // a victim in a cgroup below the unit's
+        assert!(of(
+            &format!(
+                "6,812,5000,-;{}",
+                msg.replace(
+                    "task_memcg=/s.slice/nomad-a-b-1.service",
+                    "task_memcg=/s.slice/nomad-a-b-1.service/inner"
+                )
+            ),
+            cg,
+            4000
         ));
+        // only the whole path: not another slice's unit of that name, not a longer name
+        assert!(!of(
+            &format!("6,812,5000,-;{msg}"),
+            "/nomad-a-b-1.service",
+            4000
+        ));
+        assert!(!of(
+            &format!("6,812,5000,-;{msg}"),
+            "/s.slice/a-b-1.service",
+            4000
+        ));
+        assert!(!of(
+            &format!("6,812,5000,-;{msg}"),
+            "/s.slice/nomad-a-b-1.servic",
+            4000
+        ));
+        // a path derived from the slice: below whatever cgroup systemd itself runs in
+        let nested = msg.replace("task_memcg=/s.slice", "task_memcg=/ct-1/s.slice");
+        let derived = "*/s.slice/nomad-a-b-1.service";
+        assert!(of(&format!("6,812,5000,-;{nested}"), derived, 4000));
+        assert!(of(&format!("6,812,5000,-;{msg}"), derived, 4000));
+        assert!(!of(&format!("6,812,5000,-;{nested}"), cg, 4000));
+        assert!(!of(&format!("6,812,5000,-;{msg}"), "*/b-1.service", 4000));
+        assert!(!of(
+            &format!("6,812,5000,-;{msg}"),
+            "*/t.slice/nomad-a-b-1.service",
+            4000
+        ));
+        // written by a process (facility user = 1: prefix 14), not by the kernel
+        assert!(!of(&format!("14,812,5000,-;{msg}"), cg, 4000));
+        // logged before the run began (an earlier run of an installed unit)
+        assert!(!of(&format!("6,812,3999,-;{msg}"), cg, 4000));
+        // not an oom-kill record, or not a record at all
+        assert!(!of(
+            "6,813,5000,-;Memory cgroup out of memory: Killed process 7 task_memcg=/s.slice/nomad-a-b-1.service",
+            cg,
+            0
+        ));
+        assert!(!of(msg, cg, 0));
+    }
+
+    #[test]
+    fn unit_cgroups_follow_their_slice() {
+        let cg = super::unit_cgroup;
+        assert_eq!(
+            cg("nomad_tasks.slice", "t.service"),
+            "*/nomad_tasks.slice/t.service"
+        );
+        assert_eq!(
+            cg("a-b-c.slice", "web@x.service"),
+            "*/a.slice/a-b.slice/a-b-c.slice/web@x.service"
+        );
+        assert_eq!(cg("-.slice", "t.service"), "*/t.service");
+        assert_eq!(cg("", "t.service"), "*/t.service");
+        // names systemd prefixes with `_`
+        assert_eq!(cg("cpu.slice", "tasks"), "*/_cpu.slice/_tasks");
+        assert_eq!(cg("x.slice", "_a.service"), "*/x.slice/__a.service");
     }
 
     #[test]

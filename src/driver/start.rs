@@ -305,7 +305,11 @@ impl<S: Systemd> Driver<S> {
         dropin: bool,
         _changes: &mut Changes,
     ) -> Result<UnitStatus> {
-        if let Some(st) = self.sd.signalled(&plan.unit)
+        // an installed unit has run before: a `daemon-reload` makes systemd signal its state
+        // again, and such a signal about the earlier run may be all that arrived yet, so its
+        // invocation is read (what `driver_state` records must be this run's)
+        if plan.mode != Mode::Unit
+            && let Some(st) = self.sd.signalled(&plan.unit)
             && !st.invocation_id.is_empty()
         {
             return Ok(st);

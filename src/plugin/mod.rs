@@ -51,6 +51,31 @@ pub fn negotiate(env: Env<'_>) -> Result<u32, String> {
 }
 
 /// `<PLUGIN_UNIX_SOCKET_DIR | TMPDIR | /tmp>/plugin<random>`.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, returning `(before, after)`. Nomad's
+/// agent (Go) raises its own soft limit but gives the processes it starts the limit it was
+/// started with (Go's `syscall` restores the original soft limit in `forkExec`), typically
+/// 1024; each task's stats stream holds up to 11 cgroup files open on cgroup v1, so 70-odd
+/// v1 tasks would run out.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard one is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, lim.rlim_cur))
+}
+
 pub fn socket_path(env: Env<'_>) -> PathBuf {
     let dir = env("PLUGIN_UNIX_SOCKET_DIR")
         .filter(|d| !d.is_empty())

@@ -112,6 +112,8 @@ struct TimeCap {
     property: &'static str,
     max: Duration,
     key: &'static str,
+    /// `max` as the operator's config spells durations (`5m`), for errors.
+    shown: String,
 }
 
 impl Default for PropertyPolicy {
@@ -141,10 +143,22 @@ impl PropertyPolicy {
     }
 
     /// A job may set the time-span `property` to at most `max` (`infinity`, and `0` where it
-    /// means infinity, are longer than any); `key` is the operator's setting that says so.
+    /// means infinity, are longer than any); `key` is the operator's setting that says so,
+    /// `shown` its value as errors print it (the config's spelling, e.g. `5m`).
     #[must_use]
-    pub fn with_cap(mut self, property: &'static str, max: Duration, key: &'static str) -> Self {
-        self.caps.push(TimeCap { property, max, key });
+    pub fn with_cap(
+        mut self,
+        property: &'static str,
+        max: Duration,
+        key: &'static str,
+        shown: impl Into<String>,
+    ) -> Self {
+        self.caps.push(TimeCap {
+            property,
+            max,
+            key,
+            shown: shown.into(),
+        });
         self
     }
 
@@ -166,7 +180,7 @@ impl PropertyPolicy {
                     name: name.to_string(),
                     value: value.to_string(),
                     key: cap.key,
-                    cap: format!("{}s", cap.max.as_secs_f64()),
+                    cap: cap.shown.clone(),
                 });
             }
         }
@@ -393,8 +407,14 @@ mod tests {
                 "TimeoutStopSec",
                 Duration::from_secs(300),
                 "max_stop_timeout",
+                "5m",
             )
-            .with_cap("TimeoutStartSec", Duration::from_secs(120), "start_timeout");
+            .with_cap(
+                "TimeoutStartSec",
+                Duration::from_secs(120),
+                "start_timeout",
+                "2m",
+            );
         let check = |name: &str, value: &str| {
             p.check_value(
                 name,
@@ -412,7 +432,7 @@ mod tests {
         }
         assert_eq!(
             check("TimeoutStopSec", "infinity").unwrap_err().to_string(),
-            "property \"TimeoutStopSec\": \"infinity\" is longer than the plugin's max_stop_timeout (300s)"
+            "property \"TimeoutStopSec\": \"infinity\" is longer than the plugin's max_stop_timeout (5m)"
         );
         // 0 means infinity there
         assert!(matches!(
@@ -425,7 +445,7 @@ mod tests {
         assert!(check("TimeoutStopSec", "5min 1us").is_err());
         assert_eq!(
             check("TimeoutStartSec", "121s").unwrap_err().to_string(),
-            "property \"TimeoutStartSec\": \"121s\" is longer than the plugin's start_timeout (120s)"
+            "property \"TimeoutStartSec\": \"121s\" is longer than the plugin's start_timeout (2m)"
         );
         // no cap without an operator's
         assert_eq!(

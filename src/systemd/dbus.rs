@@ -186,6 +186,13 @@ impl Seen {
     }
 }
 
+/// Whether a unit that had invocation `before` (empty: none) has been started since: it has
+/// another invocation, or it is not inactive any more. What a `StartUnit` whose reply was lost
+/// did, read back before the call is sent again.
+fn started_since(st: &UnitStatus, before: &str) -> bool {
+    (!st.invocation_id.is_empty() && st.invocation_id != before) || !st.is_dead()
+}
+
 /// Lowercase hex of a byte string (systemd's 128-bit ids).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -416,10 +423,11 @@ impl DbusSystemd {
         }
     }
 
-    /// A start call, repeated while systemd cannot be reached (a `daemon-reexec` drops the
-    /// calls in flight with `NoReply`; a restarting bus refuses them), until `deadline`. Safe to
-    /// repeat: a transient unit the lost call did create answers `UnitExists` (the driver adopts
-    /// it, its name being the task's), and starting an active unit again is a no-op job.
+    /// A transient start call, repeated while systemd cannot be reached (a `daemon-reexec`
+    /// drops the calls in flight with `NoReply`; a restarting bus refuses them), until
+    /// `deadline`. Safe to repeat: a transient unit the lost call did create answers
+    /// `UnitExists` (the driver adopts it, its name being the task's). An installed unit's
+    /// `StartUnit` is not repeated blindly (see `start_unit`).
     async fn call_until<B>(
         &self,
         deadline: tokio::time::Instant,
@@ -454,6 +462,24 @@ impl DbusSystemd {
                     tracing::debug!(method, why, "systemd unreachable; calling again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Systemd::status`], read again while systemd cannot be reached, until `deadline`.
+    async fn status_until(
+        &self,
+        unit: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<UnitStatus>> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.status(unit).await {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 r => return r,
             }
@@ -521,7 +547,11 @@ impl DbusSystemd {
     /// `ListUnitsByNames`: the loaded ones of `names` (a unit whose file is not found is left
     /// out).
     async fn list_by_names(&self, names: &[&str]) -> Result<HashMap<String, UnitState>> {
-        let reply = self.manager_call("ListUnitsByNames", &(names,)).await?;
+        // a `daemon-reexec` during a recovery drops the call: read again for a moment
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let reply = self
+            .call_retrying(deadline, PATH, MANAGER, "ListUnitsByNames", &(names,))
+            .await?;
         let units: Vec<ListedUnit> = reply.body().deserialize().map_err(map_err)?;
         Ok(units
             .into_iter()
@@ -543,7 +573,11 @@ impl DbusSystemd {
     /// the path is systemd's escaping of the name). `None` when systemd has no such unit.
     async fn unit_prop(&self, unit: &str, iface: &str, name: &str) -> Result<Option<OwnedValue>> {
         let path = unit_object_path(unit);
-        let reply = match self.call(&path, PROPS_IFACE, "Get", &(iface, name)).await {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let got = self
+            .call_retrying(deadline, &path, PROPS_IFACE, "Get", &(iface, name))
+            .await;
+        let reply = match got {
             Ok(reply) => reply,
             Err(SystemdError::NoSuchUnit(_)) => return Ok(None),
             // a unit with no such interface (not a service, or not loaded)
@@ -789,11 +823,36 @@ impl Systemd for DbusSystemd {
 
     async fn start_unit(&self, unit: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.start_timeout();
-        let reply = self
-            .call_until(deadline, "StartUnit", &(unit, "fail"))
-            .await?;
-        self.run_job(unit, "StartUnit", reply, self.until(deadline))
-            .await
+        // An installed unit is started again and again: a `StartUnit` lost to a
+        // `daemon-reexec` (NoReply) may have started a run that has already failed, and
+        // sending it again would start a second one. The invocation from before tells.
+        let before = self.invocation_id(unit).await?.unwrap_or_default();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.call(PATH, MANAGER, "StartUnit", &(unit, "fail")).await {
+                Ok(reply) => {
+                    return self
+                        .run_job(unit, "StartUnit", reply, self.until(deadline))
+                        .await;
+                }
+                Err(SystemdError::Unreachable(why))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::debug!(unit, why, "StartUnit got no answer; reading the unit");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    let now = self.status_until(unit, deadline).await?;
+                    if now.as_ref().is_some_and(|st| started_since(st, &before)) {
+                        tracing::info!(
+                            unit,
+                            "the unanswered StartUnit did start the unit; adopting that run"
+                        );
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn stop_unit(&self, unit: &str) -> Result<()> {
@@ -825,7 +884,11 @@ impl Systemd for DbusSystemd {
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<()> {
-        match self.manager_call("ResetFailedUnit", &(unit,)).await {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let got = self
+            .call_retrying(deadline, PATH, MANAGER, "ResetFailedUnit", &(unit,))
+            .await;
+        match got {
             Ok(_) | Err(SystemdError::NoSuchUnit(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -888,7 +951,12 @@ impl Systemd for DbusSystemd {
     fn signalled(&self, unit: &str) -> Option<UnitStatus> {
         let path = unit_object_path(unit);
         let watchers = lock(&self.inner.watchers);
-        watchers.get(&path).and_then(|w| w.seen.status())
+        // values that disagree with each other (signals merged out of order, one dropped, a
+        // reload's signal about an earlier run) are not trusted: the caller reads instead
+        watchers
+            .get(&path)
+            .and_then(|w| w.seen.status())
+            .filter(UnitStatus::is_consistent)
     }
 
     async fn invocation_id(&self, unit: &str) -> Result<Option<String>> {
@@ -945,7 +1013,11 @@ impl Systemd for DbusSystemd {
             return Ok(()); // a reload that began after our request covered it
         }
         let covers = self.inner.reload_requested.load(Ordering::SeqCst);
-        self.manager_call("Reload", &()).await?;
+        // repeated while systemd cannot be reached (a `daemon-reexec` drops it with NoReply):
+        // one more reload is harmless
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        self.call_retrying(deadline, PATH, MANAGER, "Reload", &())
+            .await?;
         self.inner.reloads.fetch_add(1, Ordering::Relaxed);
         self.inner.reload_done.store(covers, Ordering::SeqCst);
         Ok(())
@@ -1231,6 +1303,42 @@ mod tests {
             ("ExecMainStatus", Value::from(status)),
             ("Result", Value::from(result)),
         ])
+    }
+
+    #[test]
+    fn a_lost_start_counts_as_started_once_the_unit_ran_again() {
+        let failed = UnitStatus {
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            invocation_id: "aa".into(),
+            ..UnitStatus::default()
+        };
+        // the lost call did not reach systemd: same invocation, still failed → send again
+        assert!(!started_since(&failed, "aa"));
+        // it did, and the run has already failed: a new invocation → adopt, never re-send
+        let again = UnitStatus {
+            invocation_id: "bb".into(),
+            ..failed.clone()
+        };
+        assert!(started_since(&again, "aa"));
+        // first run of the unit
+        assert!(started_since(&again, ""));
+        assert!(!started_since(
+            &UnitStatus {
+                active_state: "inactive".into(),
+                invocation_id: String::new(),
+                ..failed.clone()
+            },
+            ""
+        ));
+        // it did, and the run is still going
+        for active in ["activating", "active"] {
+            let st = UnitStatus {
+                active_state: active.into(),
+                ..failed.clone()
+            };
+            assert!(started_since(&st, "aa"), "{active}");
+        }
     }
 
     #[test]

@@ -90,6 +90,23 @@ impl UnitStatus {
         self.main_pid == 0 && self.exec_main_code != 0
     }
 
+    /// Whether the values agree with each other as one reading of a service would: a dead unit
+    /// (inactive or failed) has no main process; the sub state matches the active state
+    /// (`running` only while active, `dead` only while inactive, `failed` only while failed);
+    /// a main process that exited has no pid. Values gathered from signals (see
+    /// [`Systemd::signalled`]) that fail this are stale or mixed, and are read again.
+    pub fn is_consistent(&self) -> bool {
+        let sub_fits = match self.sub_state.as_str() {
+            "running" => self.active_state == "active",
+            "dead" => self.active_state == "inactive",
+            "failed" => self.active_state == "failed",
+            _ => true,
+        };
+        let pid_fits = !(self.is_dead() && self.main_pid != 0);
+        let exit_fits = !(self.exec_main_code != 0 && self.main_pid != 0);
+        sub_fits && pid_fits && exit_fits
+    }
+
     /// Nothing of the unit runs any more (inactive or failed).
     pub fn is_dead(&self) -> bool {
         matches!(self.active_state.as_str(), "inactive" | "failed")
@@ -299,6 +316,67 @@ mod tests {
             unit_object_path("nomad-x\\x2dy.service"),
             "/org/freedesktop/systemd1/unit/nomad_2dx_5cx2dy_2eservice"
         );
+    }
+
+    #[test]
+    fn mixed_or_stale_readings_are_inconsistent() {
+        let running = UnitStatus {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            main_pid: 42,
+            invocation_id: "ab".into(),
+            ..UnitStatus::default()
+        };
+        let exited = UnitStatus {
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            main_pid: 0,
+            exec_main_code: CLD_EXITED,
+            exec_main_status: 3,
+            result: "exit-code".into(),
+            ..running.clone()
+        };
+        assert!(running.is_consistent());
+        assert!(exited.is_consistent());
+        // a dropped MainPID change: failed, yet a main process
+        assert!(
+            !UnitStatus {
+                main_pid: 42,
+                ..exited.clone()
+            }
+            .is_consistent()
+        );
+        // states from two moments
+        for (active, sub) in [
+            ("failed", "running"),
+            ("active", "dead"),
+            ("inactive", "failed"),
+        ] {
+            let st = UnitStatus {
+                active_state: active.into(),
+                sub_state: sub.into(),
+                ..exited.clone()
+            };
+            assert!(!st.is_consistent(), "{active}/{sub}");
+        }
+        // an exit status beside a live main process
+        assert!(
+            !UnitStatus {
+                exec_main_code: CLD_KILLED,
+                ..running.clone()
+            }
+            .is_consistent()
+        );
+        // transitions are not contradictions
+        for (active, sub) in [("activating", "start"), ("deactivating", "stop-sigterm")] {
+            let st = UnitStatus {
+                active_state: active.into(),
+                sub_state: sub.into(),
+                ..running.clone()
+            };
+            assert!(st.is_consistent(), "{active}/{sub}");
+        }
     }
 
     #[test]

@@ -860,8 +860,14 @@ fn job_properties(b: &mut Builder, cfg: &TaskUserConfig, plugin: &PluginConfig, 
             "TimeoutStopSec",
             plugin.max_stop_timeout,
             "max_stop_timeout",
+            crate::config::duration::format(plugin.max_stop_timeout),
         )
-        .with_cap("TimeoutStartSec", plugin.start_timeout, "start_timeout");
+        .with_cap(
+            "TimeoutStartSec",
+            plugin.start_timeout,
+            "start_timeout",
+            crate::config::duration::format(plugin.start_timeout),
+        );
     for (name, value) in &cfg.properties {
         // escaped, so that a name like "Foo\nUser" cannot break the error onto two lines
         let key = format!("config.properties.{}", name.escape_debug());

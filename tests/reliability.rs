@@ -1562,7 +1562,10 @@ async fn a_task_oom_killed_at_once_is_reported_as_oom() {
     }
     s.assert_clean().await;
     figures(
-        "cgroup v1: 8 tasks started at once, each OOM-killed right after its start; `oom_killed` reported",
+        &format!(
+            "cgroup v1: {n} tasks started at once, each OOM-killed right after its start; \
+             `oom_killed` reported"
+        ),
         n as usize,
         n as usize,
         oom,

@@ -82,6 +82,9 @@ impl<S: Systemd> Driver<S> {
                 at: SystemTime::now(),
             });
         }
+        // Taken before the start: the kernel-log OOM check only trusts records newer than this,
+        // and a task may be OOM-killed before its start job has even been reported done.
+        let started_at = SystemTime::now();
         // Subscribe before starting, so no change is missed.
         let mut changes = self.sd.watch(&plan.unit).await?;
         let (status, dropin) = match plan.mode {
@@ -91,7 +94,6 @@ impl<S: Systemd> Driver<S> {
                 true,
             ),
         };
-        let started_at = SystemTime::now();
         let state = DriverState {
             version: STATE_VERSION,
             task_id: spec.id.clone(),

@@ -25,6 +25,20 @@ use nomad_driver_systemd::vocab::env_file_path;
 
 const SECS: Duration = Duration::from_secs(20);
 
+/// A session whose plugin may start instances of `<template>@*.service`, with that template
+/// installed (`body`) in the private systemd and loaded.
+async fn template_session(template: &str, body: &str) -> Session {
+    let config = common::session::plugin_config(&[(
+        "allowed_units",
+        rmpv::Value::Array(vec![rmpv::Value::from(format!("{template}@*.service"))]),
+    )]);
+    let s = Session::new(config).await;
+    let dir = s.sd.runtime_dir().join("system");
+    std::fs::write(dir.join(format!("{template}@.service")), body).unwrap();
+    s.sd.exec(&["systemctl", "daemon-reload"]);
+    s
+}
+
 /// The long form of the suite (`NDS_RELIABILITY_LONG=1`).
 fn long() -> bool {
     std::env::var("NDS_RELIABILITY_LONG").is_ok_and(|v| v == "1")
@@ -797,18 +811,12 @@ async fn unit_mode_one_owner_under_concurrency_and_destroy_by_dropin() {
     if !require() {
         return;
     }
-    let config = common::session::plugin_config(&[(
-        "allowed_units",
-        rmpv::Value::Array(vec![rmpv::Value::from("idle@*.service")]),
-    )]);
-    let mut s = Session::new(config).await;
-    let dir = s.sd.runtime_dir().join("system");
-    std::fs::write(
-        dir.join("idle@.service"),
+    let mut s = template_session(
+        "idle",
         "[Unit]\nDescription=idler %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
     )
-    .unwrap();
-    s.sd.exec(&["systemctl", "daemon-reload"]);
+    .await;
+    let dir = s.sd.runtime_dir().join("system");
     let unit = "idle@shared.service";
     let allocs: Vec<Alloc> = (0..8).map(|_| Alloc::new("idle")).collect();
     let mut calls = Vec::new();
@@ -1024,18 +1032,12 @@ async fn a_pending_removal_survives_a_plugin_kill() {
     if !require() {
         return;
     }
-    let config = common::session::plugin_config(&[(
-        "allowed_units",
-        rmpv::Value::Array(vec![rmpv::Value::from("keep@*.service")]),
-    )]);
-    let mut s = Session::new(config).await;
-    let dir = s.sd.runtime_dir().join("system");
-    std::fs::write(
-        dir.join("keep@.service"),
+    let mut s = template_session(
+        "keep",
         "[Unit]\nDescription=keeper %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
     )
-    .unwrap();
-    s.sd.exec(&["systemctl", "daemon-reload"]);
+    .await;
+    let dir = s.sd.runtime_dir().join("system");
     let alloc = Alloc::new("pending");
     let transient = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
     let installed = alloc.task_config(
@@ -1405,23 +1407,16 @@ async fn unit_mode_reexec_mid_start_runs_a_failing_unit_once() {
     if !require() {
         return;
     }
-    let config = common::session::plugin_config(&[(
-        "allowed_units",
-        rmpv::Value::Array(vec![rmpv::Value::from("oncefail@*.service")]),
-    )]);
-    let s = Session::new(config).await;
     // each run appends a line to its instance's file, then fails
-    let runs = s.sd.runtime_dir().parent().unwrap().join("oncefail-runs");
-    std::fs::create_dir_all(&runs).unwrap();
-    std::fs::set_permissions(&runs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let dir = s.sd.runtime_dir().join("system");
-    std::fs::write(
-        dir.join("oncefail@.service"),
+    let s = template_session(
+        "oncefail",
         "[Unit]\nDescription=fails at once %i\n\n[Service]\n\
          ExecStart=/bin/sh -c 'echo run >> /run/oncefail-runs/%i; exit 3'\n",
     )
-    .unwrap();
-    s.sd.exec(&["systemctl", "daemon-reload"]);
+    .await;
+    let runs = s.sd.runtime_dir().parent().unwrap().join("oncefail-runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    std::fs::set_permissions(&runs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut all = Vec::new();
     let delays = moments(&[0, 2, 5, 10, 20], &[1, 3, 8, 15, 30, 50]);
     for &delay_ms in &delays {

@@ -18,12 +18,30 @@ use std::time::{Duration, Instant};
 use common::nomad::{Alloc, JobConfig};
 use common::session::Session;
 use common::systemd::require;
-use nomad_driver_systemd::proto::drivers::{InspectTaskRequest, RecoverTaskRequest, TaskState};
+use nomad_driver_systemd::proto::drivers::{
+    InspectTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse, TaskConfig,
+    TaskState,
+};
 use nomad_driver_systemd::unit::name::unit_of_task_id;
 use nomad_driver_systemd::unit::plan::exec_argv;
 use nomad_driver_systemd::vocab::env_file_path;
 
 const SECS: Duration = Duration::from_secs(20);
+
+/// A StartTask per task, all in flight at once (as the Nomad client starts allocations).
+fn spawn_starts(
+    s: &Session,
+    tasks: &[TaskConfig],
+) -> Vec<tokio::task::JoinHandle<Result<tonic::Response<StartTaskResponse>, tonic::Status>>> {
+    tasks
+        .iter()
+        .map(|t| {
+            let mut client = s.plugin().driver();
+            let task = Some(t.clone());
+            tokio::spawn(async move { client.start_task(StartTaskRequest { task }).await })
+        })
+        .collect()
+}
 
 /// A session whose plugin may start instances of `<template>@*.service`, with that template
 /// installed (`body`) in the private systemd and loaded.
@@ -739,18 +757,7 @@ async fn a_bus_restart_mid_start_leaves_one_unit_or_none() {
                 .status()
         });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let mut calls = Vec::new();
-        for t in &tasks {
-            let mut client = s.plugin().driver();
-            let t = t.clone();
-            calls.push(tokio::spawn(async move {
-                client
-                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
-                        task: Some(t),
-                    })
-                    .await
-            }));
-        }
+        let calls = spawn_starts(&s, &tasks);
         let mut started = Vec::new();
         for (c, t) in calls.into_iter().zip(&tasks) {
             match s.bounded("StartTask", c).await.unwrap() {
@@ -1208,18 +1215,7 @@ async fn daemon_reexec_mid_start_fails_no_start() {
                 alloc.task_config(n, &JobConfig::sh(&format!("read x < /local/go{n}; exit 7")))
             })
             .collect();
-        let mut calls = Vec::new();
-        for t in &tasks {
-            let mut client = s.plugin().driver();
-            let t = t.clone();
-            calls.push(tokio::spawn(async move {
-                client
-                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
-                        task: Some(t),
-                    })
-                    .await
-            }));
-        }
+        let calls = spawn_starts(&s, &tasks);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         s.sd.exec(&["systemctl", "daemon-reexec"]);
         for (c, t) in calls.into_iter().zip(&tasks) {
@@ -1434,18 +1430,7 @@ async fn unit_mode_reexec_mid_start_runs_a_failing_unit_once() {
                 task
             })
             .collect();
-        let mut calls = Vec::new();
-        for t in &tasks {
-            let mut client = s.plugin().driver();
-            let t = t.clone();
-            calls.push(tokio::spawn(async move {
-                client
-                    .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
-                        task: Some(t),
-                    })
-                    .await
-            }));
-        }
+        let calls = spawn_starts(&s, &tasks);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         s.sd.exec(&["systemctl", "daemon-reexec"]);
         for (c, t) in calls.into_iter().zip(&tasks) {
@@ -1527,18 +1512,7 @@ async fn a_task_oom_killed_at_once_is_reported_as_oom() {
         }
         tasks.push(task);
     }
-    let mut calls = Vec::new();
-    for t in &tasks {
-        let mut client = s.plugin().driver();
-        let t = t.clone();
-        calls.push(tokio::spawn(async move {
-            client
-                .start_task(nomad_driver_systemd::proto::drivers::StartTaskRequest {
-                    task: Some(t),
-                })
-                .await
-        }));
-    }
+    let calls = spawn_starts(&s, &tasks);
     for c in calls {
         s.bounded("StartTask", c).await.unwrap().unwrap();
     }

@@ -268,7 +268,9 @@ async fn an_installed_unit_keeps_its_own_sandboxing() {
     let _ = std::fs::remove_file(&mark);
     s.start(task.clone()).await.unwrap();
     let end = Instant::now() + SECS;
-    while !mark.exists() && Instant::now() < end {
+    // the shell creates the file before it writes to it: wait for the line, not the file
+    let written = || std::fs::read_to_string(&mark).is_ok_and(|t| t.ends_with('\n'));
+    while !written() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
     let text = std::fs::read_to_string(&mark);

@@ -470,7 +470,9 @@ async fn secrets_stay_secret() {
     s.start(task.clone()).await.unwrap();
     let seen = alloc.dir.join("secret/local/seen");
     let end = std::time::Instant::now() + SECS;
-    while !seen.exists() && std::time::Instant::now() < end {
+    // the shell creates the file before printf writes it: wait until it has the bytes
+    let written = || std::fs::metadata(&seen).is_ok_and(|m| m.len() >= secret.len() as u64);
+    while !written() && std::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(

@@ -61,7 +61,7 @@ use nomad_driver_systemd::proto::drivers::driver_client::DriverClient;
 use nomad_driver_systemd::proto::drivers::{
     DestroyTaskRequest, FingerprintRequest, FingerprintResponse, InspectTaskRequest,
     RecoverTaskRequest, StartTaskRequest, StopTaskRequest, TaskConfig, TaskHandle, TaskState,
-    TaskStatsRequest, TaskStatsResponse, memory_usage,
+    TaskStatsRequest, TaskStatsResponse, WaitTaskRequest, memory_usage,
 };
 use nomad_driver_systemd::stats::{detect_layout, read_cgroup};
 use nomad_driver_systemd::systemd::DROPIN_FILE;
@@ -408,7 +408,7 @@ impl Bench {
         self.decompose().await?;
         let handles = self.scale(idle).await?;
         self.stats(&handles).await?;
-        self.recover(&handles).await?;
+        self.recover(&handles, idle).await?;
         self.cleanup(&handles).await?;
         // the allocs go too (and their mounts), so that the bare fill meets the same node
         drop(handles);

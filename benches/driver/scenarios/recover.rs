@@ -3,7 +3,11 @@
 use crate::*;
 
 impl Bench {
-    pub(crate) async fn recover(&mut self, handles: &[(TaskHandle, PluginTask)]) -> R<()> {
+    pub(crate) async fn recover(
+        &mut self,
+        handles: &[(TaskHandle, PluginTask)],
+        idle_rss: f64,
+    ) -> R<()> {
         let n = handles.len();
         eprintln!(
             "recover: plugin restart, then {n} RecoverTask in sequence (as the Nomad client restores)"
@@ -72,10 +76,43 @@ impl Bench {
         ));
         let running = self.count_running(&ids).await?;
         let rss = rss_mib(self.plugin_pid())?;
-        let (first, with_data) = self
+        let (first, with_data, streams) = self
             .first_samples(&ids)
             .await
             .map_err(|e| self.with_log(e))?;
+        // what the Nomad client holds per running task: a WaitTask call and a TaskStats stream
+        let waits: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let mut c = self.client();
+                let req = WaitTaskRequest {
+                    task_id: id.clone(),
+                };
+                tokio::spawn(async move { c.wait_task(req).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held_rss = rss_mib(self.plugin_pid())?;
+        let ended = waits.iter().filter(|w| w.is_finished()).count();
+        waits.iter().for_each(tokio::task::JoinHandle::abort);
+        drop(streams);
+        if ended > 0 {
+            return Err(self.with_log(format!(
+                "{ended} of {n} WaitTask calls ended while their tasks were running"
+            )));
+        }
+        self.figures.push(
+            Figure::new(
+                format!("plugin RSS at {n} tasks, a WaitTask and a TaskStats stream each open"),
+                "MiB",
+                held_rss,
+            )
+            .baseline("idle", idle_rss)
+            .target(
+                "≤ 40 MB at 1,000",
+                held_rss <= 40.0 * (n as f64 / 1000.0).max(1.0),
+            ),
+        );
         self.notes.push(format!(
             "after the restart, {n} TaskStats streams opened at once (1 s interval, as the Nomad \
              client does) delivered their first samples within {:.2} s, {with_data} with cgroup data",

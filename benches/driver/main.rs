@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::nomad::{Alloc, JobConfig};
+use common::nomad::{ALLOC_ROOT, Alloc, JobConfig};
 use common::plugin::Plugin;
 use common::session::{Session, plugin_config};
 use futures::{Future, StreamExt};
@@ -265,6 +265,8 @@ struct Bench {
     _fingerprint: Option<tonic::Streaming<FingerprintResponse>>,
     /// Wall time of the plugin's scale fill, for the bare fill's row.
     scale_wall: Duration,
+    /// The WaitTask calls and TaskStats streams held after recovery, checked in cleanup.
+    held: Option<scenarios::hold::Held>,
 }
 
 impl Drop for Bench {
@@ -364,6 +366,7 @@ impl Bench {
             notes: Vec::new(),
             _fingerprint: None,
             scale_wall: Duration::ZERO,
+            held: None,
         };
         b.fingerprint().await?;
         Ok(b)
@@ -408,7 +411,7 @@ impl Bench {
         self.decompose().await?;
         let handles = self.scale(idle).await?;
         self.stats(&handles).await?;
-        self.recover(&handles, idle).await?;
+        self.recover(&handles).await?;
         self.cleanup(&handles).await?;
         // the allocs go too (and their mounts), so that the bare fill meets the same node
         drop(handles);

@@ -41,15 +41,45 @@ fn tasks_in(
     alloc: impl Fn(&str) -> Alloc,
 ) -> Vec<PluginTask> {
     (0..n)
-        .map(|_| {
-            let alloc = alloc("bench");
-            let config = alloc.task_config(1, &job(&alloc));
-            PluginTask {
-                _alloc: alloc,
-                config,
-            }
-        })
+        .map(|_| plugin_task_of(alloc("bench"), &job))
         .collect()
+}
+
+fn plugin_task_of(alloc: Alloc, job: impl Fn(&Alloc) -> JobConfig) -> PluginTask {
+    let config = alloc.task_config(1, &job(&alloc));
+    PluginTask {
+        _alloc: alloc,
+        config,
+    }
+}
+
+/// One alloc dir as Nomad builds it (two tmpfs mounts in the mount namespace of the private
+/// systemd `sd_pid`), made on a blocking thread so that the caller's other futures (D-Bus and
+/// gRPC replies of the starts in flight) keep being polled meanwhile.
+async fn alloc_async(sd_pid: u32) -> R<Alloc> {
+    tokio::task::spawn_blocking(move || {
+        Alloc::create_in(Path::new(ALLOC_ROOT), "bench", Some(sd_pid), None, None)
+    })
+    .await
+    .map_err(|e| format!("alloc dir: {e}"))?
+    .map_err(|e| format!("alloc dir: {e}"))
+}
+
+/// A plugin task in a fresh alloc dir built off the async thread ([`alloc_async`]).
+pub(crate) async fn plugin_task_async(
+    sd_pid: u32,
+    job: impl Fn(&Alloc) -> JobConfig,
+) -> R<PluginTask> {
+    Ok(plugin_task_of(alloc_async(sd_pid).await?, job))
+}
+
+/// A bare task in a fresh alloc dir built off the async thread ([`alloc_async`]).
+pub(crate) async fn bare_task_async(
+    sd_pid: u32,
+    cfg: &PluginConfig,
+    job: impl Fn(&Alloc) -> JobConfig,
+) -> R<BareTask> {
+    bare_task_of(alloc_async(sd_pid).await?, cfg, job)
 }
 
 pub(crate) fn bare_tasks(
@@ -76,18 +106,23 @@ fn bare_tasks_in(
     alloc: impl Fn(&str) -> Alloc,
 ) -> R<Vec<BareTask>> {
     (0..n)
-        .map(|_| {
-            let alloc = alloc("bench");
-            let config = alloc.task_config(1, &job(&alloc));
-            let user = TaskUserConfig::from_msgpack(&config.msgpack_driver_config)
-                .map_err(|e| format!("job config: {e}"))?;
-            let plan = plan(&task_spec(&config), &user, cfg).map_err(|e| format!("plan: {e}"))?;
-            Ok(BareTask {
-                _alloc: alloc,
-                plan,
-            })
-        })
+        .map(|_| bare_task_of(alloc("bench"), cfg, &job))
         .collect()
+}
+
+fn bare_task_of(
+    alloc: Alloc,
+    cfg: &PluginConfig,
+    job: impl Fn(&Alloc) -> JobConfig,
+) -> R<BareTask> {
+    let config = alloc.task_config(1, &job(&alloc));
+    let user = TaskUserConfig::from_msgpack(&config.msgpack_driver_config)
+        .map_err(|e| format!("job config: {e}"))?;
+    let plan = plan(&task_spec(&config), &user, cfg).map_err(|e| format!("plan: {e}"))?;
+    Ok(BareTask {
+        _alloc: alloc,
+        plan,
+    })
 }
 
 pub(crate) async fn start_task(mut c: Client, task: TaskConfig) -> R<TaskHandle> {

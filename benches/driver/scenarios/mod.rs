@@ -2,6 +2,7 @@
 
 pub(crate) mod decompose;
 pub(crate) mod handshake;
+pub(crate) mod hold;
 pub(crate) mod latency;
 pub(crate) mod recover;
 pub(crate) mod scale;

@@ -125,6 +125,17 @@ fn bare_task_of(
     })
 }
 
+/// A TaskStats request at the Nomad client's default collection interval (1 s).
+pub(crate) fn stats_every_second(task_id: String) -> TaskStatsRequest {
+    TaskStatsRequest {
+        task_id,
+        collection_interval: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+    }
+}
+
 pub(crate) async fn start_task(mut c: Client, task: TaskConfig) -> R<TaskHandle> {
     let resp = rpc(
         "StartTask",

@@ -36,13 +36,7 @@ impl Bench {
             };
             waits.push(tokio::spawn(async move { c.wait_task(req).await }));
             let mut c = self.client();
-            let req = TaskStatsRequest {
-                task_id: id.clone(),
-                collection_interval: Some(prost_types::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-            };
+            let req = stats_every_second(id.clone());
             let samples = samples.clone();
             drains.push(tokio::spawn(async move {
                 let Ok(resp) = c.task_stats(req).await else {

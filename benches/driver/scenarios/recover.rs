@@ -74,11 +74,10 @@ impl Bench {
         ));
         let running = self.count_running(&ids).await?;
         let rss = rss_mib(self.plugin_pid())?;
-        let (first, with_data, streams) = self
+        let (first, with_data) = self
             .first_samples(&ids)
             .await
             .map_err(|e| self.with_log(e))?;
-        drop(streams);
         let (held_rss, held) = self.hold_streams(&ids).await?;
         self.figures.push(held_rss_figure(
             format!(

@@ -389,16 +389,12 @@ impl Bench {
         let plugin = self.scale_wall.as_secs_f64();
         // the fill's own target (10 s per 1,000) against the bare fill of the same units
         let fill = format!("{n} tasks started ({callers} callers, Nomad's alloc dirs), wall");
-        if let Some(i) = self.figures.iter().position(|f| f.name == fill) {
-            let f = self.figures.remove(i);
-            self.figures.insert(
-                i,
-                f.floor(
-                    "bare fill of the same planned units",
-                    wall.as_secs_f64(),
-                    1.15,
-                ),
-            );
+        if let Some(f) = self.figures.iter_mut().find(|f| f.name == fill) {
+            f.floor = Some((
+                "bare fill of the same planned units".into(),
+                wall.as_secs_f64(),
+                1.15,
+            ));
         }
         self.figures.push(
             Figure::new(

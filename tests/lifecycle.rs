@@ -532,49 +532,70 @@ async fn secrets_stay_secret() {
 }
 
 /// The default sandbox: even a root task cannot write the host's /etc or /usr nor read /root,
-/// and still writes its own directories.
+/// nor another allocation's files or its `secrets/` tmpfs, and still writes its own
+/// directories; a task as its dynamic user is held the same way.
 #[tokio::test]
 async fn the_host_is_read_only_to_tasks() {
     if !require() {
         return;
     }
     let s = Session::new(plugin_config(&[("allow_root", rmpv::Value::from(true))])).await;
-    let alloc = Alloc::new("box");
-    // another allocation on the node, with a file its own tasks could read
+    // another allocation on the node, with a file its own tasks could read and a secret in the
+    // tmpfs Nomad mounts on its `secrets/` (written inside the private systemd's namespace,
+    // where that mount is)
     let other = Alloc::new("other");
     std::fs::write(other.dir.join("alloc/data/private"), "other alloc\n").unwrap();
+    let secret = other.dir.join("other/secrets/token");
+    s.sd.exec(&[
+        "sh",
+        "-c",
+        &format!("echo s3cret > {0} && chmod 644 {0}", secret.display()),
+    ]);
+    assert_eq!(
+        s.sd.exec(&["cat", secret.to_str().unwrap()]).trim(),
+        "s3cret"
+    );
     let script = format!(
         "exec > /local/out 2>&1; \
         for p in /etc/nds-probe /usr/nds-probe /var/lib/nds-probe; do \
           if touch $p 2>/dev/null; then echo $p-writable; rm -f $p; else echo $p-refused; fi; done; \
         if [ -n \"$(ls -A /root 2>/dev/null)\" ]; then echo root-visible; else echo root-hidden; fi; \
-        if cat {}/alloc/data/private 2>/dev/null; then echo other-alloc-readable; else echo other-alloc-hidden; fi; \
+        if cat {0}/alloc/data/private 2>/dev/null; then echo other-alloc-readable; else echo other-alloc-hidden; fi; \
+        if cat {1} 2>/dev/null; then echo other-secret-readable; else echo other-secret-hidden; fi; \
+        if [ -n \"$(ls -A {2} 2>/dev/null)\" ]; then echo alloc-root-visible; else echo alloc-root-hidden; fi; \
         if ls /run/nomad-driver-systemd/env >/dev/null 2>&1; then echo env-dir-visible; else echo env-dir-hidden; fi; \
         touch /local/ok /alloc/data/ok /tmp/ok && echo own-dirs-writable",
-        other.dir.display()
+        other.dir.display(),
+        secret.display(),
+        other.dir.parent().unwrap().display(),
     );
-    let mut task = alloc.task_config(1, &JobConfig::sh(&script));
-    task.user = "root".into();
-    s.start(task.clone()).await.unwrap();
-    assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
-    let out = std::fs::read_to_string(alloc.dir.join("box/local/out")).unwrap();
-    for want in [
-        "/etc/nds-probe-refused",
-        "/usr/nds-probe-refused",
-        "/var/lib/nds-probe-refused",
-        "root-hidden",
-        "other-alloc-hidden",
-        "env-dir-hidden",
-        "own-dirs-writable",
-    ] {
-        assert!(out.contains(want), "{want} in {out}");
+    for user in ["root", ""] {
+        let alloc = Alloc::new("box");
+        let mut task = alloc.task_config(1, &JobConfig::sh(&script));
+        task.user = user.into();
+        s.start(task.clone()).await.unwrap();
+        assert_eq!(s.wait(&task.id).await.result.unwrap().exit_code, 0);
+        let out = std::fs::read_to_string(alloc.dir.join("box/local/out")).unwrap();
+        for want in [
+            "/etc/nds-probe-refused",
+            "/usr/nds-probe-refused",
+            "/var/lib/nds-probe-refused",
+            "root-hidden",
+            "other-alloc-hidden",
+            "other-secret-hidden",
+            "alloc-root-hidden",
+            "env-dir-hidden",
+            "own-dirs-writable",
+        ] {
+            assert!(out.contains(want), "user {user:?}: {want} in {out}");
+        }
+        s.destroy(&task.id).await;
     }
     assert!(!std::path::Path::new("/etc/nds-probe").exists());
     assert!(
         std::fs::read_dir("/root").unwrap().next().is_some(),
         "the probe needs a non-empty /root on the host"
     );
-    s.destroy(&task.id).await;
     s.finish().await;
 }
 

@@ -38,8 +38,8 @@ impl Figure {
         self
     }
 
-    /// Records the floor of this figure: `value` is what the bare client measured for the same
-    /// work with the same planned unit, in the figure's unit; `tolerance` is the ratio over a
+    /// Records the floor of this figure: `what` names whose cost it is and how it was measured,
+    /// `value` is what the bare client measured for the same work, in the figure's unit; `tolerance` is the ratio over a
     /// bare client the issue allows the driver for this kind of work. Shown beside a missed
     /// target with the driver's absolute overhead over it.
     pub(crate) fn floor(mut self, what: impl Into<String>, value: f64, tolerance: f64) -> Self {
@@ -53,7 +53,7 @@ impl Figure {
         let (what, v, tol) = self.floor.as_ref()?;
         let over = self.measured - v;
         Some(format!(
-            "systemd's cost of this sandbox ({what}): {}; driver {}{} ({:.2}×, {} {tol:.2}×)",
+            "{what}: {}; driver {}{} ({:.2}×, {} {tol:.2}×)",
             fmt_value(*v, self.unit),
             if over >= 0.0 { "+" } else { "−" },
             fmt_value(over.abs(), self.unit),

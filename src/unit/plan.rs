@@ -11,33 +11,58 @@ use crate::properties::{self, PropertyPolicy, SANDBOX, Section, strictness};
 use crate::task::spec::{Resources, TaskSpec};
 use crate::vocab::{DValue, ENV_DIR, Mode, env_file_path};
 
-/// Also hidden from every sandboxed task: the driver's own state (other tasks' environment
-/// files) and the node's allocation root (other allocations' directories; the task's own are
-/// bound at `/alloc`, `/local`, `/secrets`). `-`: no error where a path does not exist.
-fn hidden_paths(task: &TaskSpec) -> Vec<String> {
-    let mut paths = vec![format!("-{}", ENV_DIR.trim_end_matches("/env"))];
+/// Hidden from every sandboxed task: the driver's own state (other tasks' environment files).
+/// `-`: no error where the path does not exist.
+fn hidden_paths() -> Vec<String> {
+    vec![format!("-{}", ENV_DIR.trim_end_matches("/env"))]
+}
+
+/// systemd's own inaccessible directory (mode 0000, root-owned, empty; PID 1 makes it at boot),
+/// the node `InaccessiblePaths=` itself mounts over a hidden directory.
+pub const INACCESSIBLE_DIR: &str = "/run/systemd/inaccessible/dir";
+
+/// The node's allocation root (other allocations' directories; the task's own are bound at
+/// `/alloc`, `/local`, `/secrets`), hidden by a non-recursive read-only bind of
+/// [`INACCESSIBLE_DIR`] over it rather than by `InaccessiblePaths=`: systemd unmounts everything
+/// under an inaccessible path first, one mount at a time, re-reading `mountinfo` after each
+/// (systemd 252 `umount_recursive`), and Nomad mounts two tmpfs per task there, so that start
+/// cost grew with the square of the node's task count. The bind leaves those mounts beneath it,
+/// unreachable by path; ARCHITECTURE.md, *Start cost at density*. `None` when the alloc dir
+/// has no parent a bind can name.
+fn alloc_root(task: &TaskSpec) -> Option<String> {
     let alloc_dir = task.alloc_dir.trim_end_matches('/');
-    if let Some((root, _)) = alloc_dir.rsplit_once('/')
-        && !root.is_empty()
-        && raw_path(root).is_ok()
-        && !root.contains(char::is_whitespace)
-    {
-        paths.push(format!("-{root}"));
-    }
-    paths
+    let (root, _) = alloc_dir.rsplit_once('/')?;
+    (!root.is_empty() && raw_path(root).is_ok() && !root.contains(char::is_whitespace))
+        .then(|| root.to_string())
 }
 
 /// Settings systemd adds to rather than replaces: a job's value joins the driver's.
 const ADDITIVE: &[&str] = &["InaccessiblePaths"];
 
 fn sandbox(b: &mut Builder, task: &TaskSpec) {
-    let hidden = hidden_paths(task);
+    let hidden = hidden_paths();
     b.settings.push(Setting {
         name: "InaccessiblePaths".into(),
         text: hidden.join(" "),
         dbus: vec![("InaccessiblePaths".into(), DValue::StrList(hidden))],
         section: Section::Service,
     });
+    if let Some(root) = alloc_root(task) {
+        // Not ignored when missing: a start fails rather than run with the root visible.
+        b.set(
+            "BindReadOnlyPaths",
+            format!("{}:{}:norbind", quote(INACCESSIBLE_DIR), quote(&root)),
+            DValue::Array {
+                sig: "(ssbt)".into(),
+                items: vec![DValue::Struct(vec![
+                    DValue::Str(INACCESSIBLE_DIR.into()),
+                    DValue::Str(root),
+                    DValue::Bool(false),
+                    DValue::U64(0),
+                ])],
+            },
+        );
+    }
     for (name, value) in SANDBOX {
         if b.has(name) {
             continue; // e.g. PrivateDevices for devices
@@ -2193,6 +2218,53 @@ mod sandbox_tests {
             !text.contains("ProtectSystem"),
             "no sandbox in a drop-in: {text}"
         );
+    }
+
+    /// Other allocations are hidden by covering the alloc root, never by `InaccessiblePaths=` on
+    /// it (which makes systemd unmount every tmpfs Nomad put under it, one per `mountinfo`
+    /// read); a job's own `InaccessiblePaths` still adds to the driver's.
+    #[test]
+    fn the_alloc_root_is_covered_not_unmounted() {
+        let p = plan(&task(), &cfg(&[]), &PluginConfig::default()).unwrap();
+        assert_eq!(
+            get(&p, "BindReadOnlyPaths"),
+            ["\"/run/systemd/inaccessible/dir\":\"/var/lib/nomad/alloc\":norbind"]
+        );
+        let sent: Vec<&DValue> = p
+            .properties
+            .iter()
+            .filter(|(n, _)| n == "BindReadOnlyPaths")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            sent,
+            [&DValue::Array {
+                sig: "(ssbt)".into(),
+                items: vec![DValue::Struct(vec![
+                    DValue::Str(INACCESSIBLE_DIR.into()),
+                    DValue::Str("/var/lib/nomad/alloc".into()),
+                    DValue::Bool(false), // a missing source fails the start
+                    DValue::U64(0),      // not recursive: nothing under it is touched
+                ])],
+            }]
+        );
+        assert_eq!(get(&p, "InaccessiblePaths"), ["-/run/nomad-driver-systemd"]);
+        let p = plan(
+            &task(),
+            &cfg(&[("InaccessiblePaths", "/srv")]),
+            &PluginConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            get(&p, "InaccessiblePaths"),
+            ["-/run/nomad-driver-systemd", "/srv"]
+        );
+        // an alloc dir with no parent to name gets no bind (and the sandbox stays)
+        let mut top = task();
+        top.alloc_dir = "/a".into();
+        let p = plan(&top, &cfg(&[]), &PluginConfig::default()).unwrap();
+        assert!(get(&p, "BindReadOnlyPaths").is_empty());
+        assert_eq!(get(&p, "ProtectSystem"), ["strict"]);
     }
 
     #[test]

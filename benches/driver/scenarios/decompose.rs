@@ -42,7 +42,9 @@ fn group_of(name: &str) -> String {
         "ProtectHostname",
     ];
     let group = match name {
-        "BindPaths" | "BindReadOnlyPaths" => "binds (BindPaths, BindReadOnlyPaths)",
+        "BindPaths" => "binds (BindPaths)",
+        // the bench task mounts no volumes: this is the alloc root's cover alone
+        "BindReadOnlyPaths" => "alloc root hidden (BindReadOnlyPaths)",
         n if own_row.contains(&n) => n,
         "DynamicUser" | "User" | "Group" | "SupplementaryGroups" => "DynamicUser / User",
         n if n.starts_with("StandardOutput")

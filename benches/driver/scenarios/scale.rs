@@ -46,7 +46,9 @@ impl Bench {
                 if k == 0 && *level == top {
                     // the same planned unit started by the bare client at the same density
                     f = f.target("≤ 1.5×", m <= 1.5 * base).floor(
-                        format!("bare same planned unit with {level} tasks running"),
+                        format!(
+                            "systemd's cost of this sandbox (bare same planned unit with {level} tasks running)"
+                        ),
                         p50(v, 1),
                         1.10,
                     );
@@ -391,7 +393,7 @@ impl Bench {
         let fill = format!("{n} tasks started ({callers} callers, Nomad's alloc dirs), wall");
         if let Some(f) = self.figures.iter_mut().find(|f| f.name == fill) {
             f.floor = Some((
-                "bare fill of the same planned units".into(),
+                "systemd's cost of this sandbox (bare fill of the same planned units)".into(),
                 wall.as_secs_f64(),
                 1.15,
             ));

@@ -35,7 +35,12 @@ impl Bench {
                     format!("bare in-process read of the same files, CPU, {m} tasks per sweep"),
                     read_cpu,
                 )
-                .target("≤ 0.05 ms", per_sample <= 0.05),
+                .target("≤ 0.05 ms", per_sample <= 0.05)
+                .floor(
+                    "the kernel's cost of these cgroup files (the bare read above)",
+                    read_cpu,
+                    1.10,
+                ),
         );
         self.notes.push(format!(
             "stats: {samples} samples from {m} tasks in {} s, {with_cgroup} with cgroup memory.stat data; \

@@ -39,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // prost's codec with a small first buffer per call (src/grpc/codec.rs)
+        .codec_path("crate::grpc::codec::SmallCodec")
         .compile_fds(compiler.file_descriptor_set())?;
 
     Ok(())

@@ -280,6 +280,36 @@ async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed(
         streaming > idle,
         "{streaming} cgroup fds while streaming, {idle} idle"
     );
+    // a second stream that its caller drops lets go of its own files while the task runs
+    let mut second = s
+        .plugin()
+        .driver()
+        .task_stats(TaskStatsRequest {
+            task_id: task.id.clone(),
+            collection_interval: Some(Duration::from_millis(100).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), second.message())
+            .await
+            .expect("a sample per interval")
+            .unwrap()
+            .unwrap();
+    }
+    let both = cgroup_fds(pid);
+    assert!(both > streaming, "{both} cgroup fds with two streams");
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cgroup_fds(pid) > streaming && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cgroup_fds(pid),
+        streaming,
+        "a dropped stream kept its files"
+    );
     // Nomad keeps the stream while it stops and destroys the task
     s.stop(&task.id, Duration::ZERO, "").await;
     s.destroy(&task.id).await;

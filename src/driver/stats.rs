@@ -1,12 +1,13 @@
 //! TaskStats: samples of the unit's cgroup at Nomad's interval, from its cgroup files opened
 //! once per stream and read with `pread`; D-Bus properties only where cgroupfs is unreadable.
+//! The stream is its own state: no task or channel per stream (a node holds one per task).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use futures::Stream;
 
-use super::{Driver, Result};
+use super::{Driver, Result, Task};
 use crate::stats::{CgroupFiles, CgroupReading, CpuTracker};
 use crate::systemd::Systemd;
 
@@ -41,68 +42,84 @@ pub struct StatsSample {
     pub memory: MemorySample,
 }
 
+/// One TaskStats stream's state, owned by the stream itself: the gRPC response body polls it,
+/// so it costs nothing between samples but this struct (no task, no channel per stream), and
+/// it ends with the response (the caller went away) or the task.
+struct Sampler<S: Systemd> {
+    driver: Arc<Driver<S>>,
+    task: Arc<Task>,
+    cpu: CpuTracker,
+    /// The cgroup's files, opened once (after the first tick) and read with pread.
+    files: Option<CgroupFiles>,
+    looked_up: bool,
+    ticker: tokio::time::Interval,
+}
+
+impl<S: Systemd> Sampler<S> {
+    /// The next sample at the next tick; `None` once the task exited or was destroyed.
+    async fn next(&mut self) -> Option<StatsSample> {
+        tokio::select! {
+            () = self.task.monitor.cancelled() => return None,
+            _ = self.ticker.tick() => {}
+        }
+        if self.task.status().exit().is_some() {
+            return None;
+        }
+        if self.files.is_none()
+            && !self.looked_up
+            && let Some(layout) = self.driver.layout()
+        {
+            // one D-Bus call per stream: where the unit's cgroup is
+            self.looked_up = true;
+            if let Ok(Some(cgroup)) = self.driver.sd.control_group(&self.task.unit).await
+                && !cgroup.is_empty()
+            {
+                self.files = CgroupFiles::open(&self.driver.cgroup_root, layout, &cgroup).ok();
+            }
+        }
+        let reading = match self.files.as_mut().and_then(CgroupFiles::read) {
+            Some(r) => r,
+            None => {
+                // no cgroup files (gone, or none readable): ask systemd (MemoryCurrent,
+                // CPUUsageNSec), and look for the files again next time
+                self.files = None;
+                self.looked_up = false;
+                let st = self.driver.sd.status(&self.task.unit).await.ok().flatten();
+                CgroupReading {
+                    mem_usage: st.as_ref().and_then(|s| s.memory_current),
+                    cpu_total_ns: st.as_ref().and_then(|s| s.cpu_usage_nsec),
+                    ..CgroupReading::default()
+                }
+            }
+        };
+        Some(to_sample(&mut self.cpu, &reading))
+    }
+}
+
 impl<S: Systemd> Driver<S> {
-    /// A stream of samples every `interval` until the receiver is dropped or the task exits.
+    /// Samples every `interval` (at least 100 ms; the first at once) until the stream is
+    /// dropped or the task exits.
     pub fn stats(
         self: &Arc<Self>,
         id: &str,
         interval: Duration,
-    ) -> Result<mpsc::Receiver<StatsSample>> {
+    ) -> Result<impl Stream<Item = StatsSample> + Send + 'static> {
         let task = self.get(id)?;
-        let (tx, rx) = mpsc::channel(1);
-        let this = Arc::clone(self);
-        let interval = interval.max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let compute = this.compute();
-            let mut cpu = CpuTracker::new(compute.total_mhz, compute.num_cores);
-            let layout = this.layout();
-            // the cgroup's files, opened once (after the first tick) and read with pread
-            let mut files: Option<CgroupFiles> = None;
-            let mut looked_up = false;
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = task.monitor.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                if task.status().exit().is_some() {
-                    return;
-                }
-                if files.is_none()
-                    && !looked_up
-                    && let Some(layout) = layout
-                {
-                    // one D-Bus call per stream: where the unit's cgroup is
-                    looked_up = true;
-                    if let Ok(Some(cgroup)) = this.sd.control_group(&task.unit).await
-                        && !cgroup.is_empty()
-                    {
-                        files = CgroupFiles::open(&this.cgroup_root, layout, &cgroup).ok();
-                    }
-                }
-                let reading = match files.as_mut().and_then(CgroupFiles::read) {
-                    Some(r) => r,
-                    None => {
-                        // no cgroup files (gone, or none readable): ask systemd
-                        // (MemoryCurrent, CPUUsageNSec), and look for the files again next time
-                        files = None;
-                        looked_up = false;
-                        let st = this.sd.status(&task.unit).await.ok().flatten();
-                        CgroupReading {
-                            mem_usage: st.as_ref().and_then(|s| s.memory_current),
-                            cpu_total_ns: st.as_ref().and_then(|s| s.cpu_usage_nsec),
-                            ..CgroupReading::default()
-                        }
-                    }
-                };
-                let sample = to_sample(&mut cpu, &reading);
-                if tx.send(sample).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+        let compute = self.compute();
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        // a reader that fell behind gets the next sample an interval later, not a burst
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sampler = Sampler {
+            driver: Arc::clone(self),
+            task,
+            cpu: CpuTracker::new(compute.total_mhz, compute.num_cores),
+            files: None,
+            looked_up: false,
+            ticker,
+        };
+        Ok(futures::stream::unfold(sampler, |mut s| async move {
+            s.next().await.map(|sample| (sample, s))
+        }))
     }
 }
 

@@ -248,9 +248,9 @@ impl<S: Systemd> DriverRpc for DriverService<S> {
         } else {
             interval
         };
-        let rx = self.core.stats(&req.task_id, interval).map_err(to_status)?;
+        let samples = self.core.stats(&req.task_id, interval).map_err(to_status)?;
         let id = req.task_id;
-        let stream = ReceiverStream::new(rx).map(move |s| {
+        let stream = samples.map(move |s| {
             Ok(TaskStatsResponse {
                 stats: Some(convert::stats(&id, &s)),
             })

@@ -2,6 +2,7 @@
 //! (`convert`), map errors in one place (`status`).
 
 mod base;
+pub mod codec;
 pub mod convert;
 mod driver;
 mod goplugin;

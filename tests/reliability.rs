@@ -19,8 +19,8 @@ use common::nomad::{Alloc, JobConfig};
 use common::session::Session;
 use common::systemd::require;
 use nomad_driver_systemd::proto::drivers::{
-    InspectTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse, TaskConfig,
-    TaskState,
+    DestroyTaskRequest, InspectTaskRequest, RecoverTaskRequest, StartTaskRequest,
+    StartTaskResponse, StopTaskRequest, TaskConfig, TaskState,
 };
 use nomad_driver_systemd::unit::name::unit_of_task_id;
 use nomad_driver_systemd::unit::plan::exec_argv;
@@ -1611,5 +1611,90 @@ async fn daemon_reexec_mid_recover_fails_no_recovery() {
         (exits, all.len()),
         units_of(&s, &alloc).len(),
     );
+    s.finish().await;
+}
+
+/// A node stopping all its tasks at once (a drain, a job of many allocations stopped): 700
+/// StopTask + DestroyTask calls together. systemd follows the client of every queued job
+/// with a bus match rule, and dbus-daemon allows one connection 512; past that systemd drops
+/// off the bus, and its job and unit signals with it (DestroyTasks then fail after waiting
+/// for signals that never come). Every call must succeed, nothing may be left, and systemd
+/// must still hold its bus name from before.
+#[tokio::test]
+async fn stopping_hundreds_of_tasks_at_once_keeps_systemd_on_the_bus() {
+    let Some(s) = session().await else { return };
+    const N: usize = 700;
+    let owner = || {
+        s.sd.exec(&[
+            "busctl",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "GetNameOwner",
+            "s",
+            "org.freedesktop.systemd1",
+        ])
+        .trim()
+        .to_string()
+    };
+    let before = owner();
+    assert!(before.starts_with("s \":1."), "{before}");
+    // plain alloc dirs: the starts are not what is tested
+    let allocs: Vec<Alloc> = (0..N).map(|_| Alloc::new_plain("many")).collect();
+    let tasks: Vec<_> = allocs
+        .iter()
+        .map(|a| a.task_config(1, &JobConfig::command("/bin/sleep", &["300"])))
+        .collect();
+    for chunk in tasks.chunks(50) {
+        let started = futures::future::join_all(chunk.iter().map(|t| s.start(t.clone()))).await;
+        for r in started {
+            r.unwrap();
+        }
+    }
+    let client = s.plugin().driver();
+    let t0 = Instant::now();
+    let results = futures::future::join_all(tasks.iter().map(|t| {
+        let mut c = client.clone();
+        let id = t.id.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(600), async {
+                c.stop_task(StopTaskRequest {
+                    task_id: id.clone(),
+                    timeout: Some(Duration::from_secs(5).try_into().unwrap()),
+                    signal: "SIGTERM".into(),
+                })
+                .await?;
+                c.destroy_task(DestroyTaskRequest {
+                    task_id: id,
+                    force: true,
+                })
+                .await
+            })
+            .await
+        }
+    }))
+    .await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.message().to_string()),
+            Err(_) => Some("timed out".into()),
+        })
+        .collect();
+    eprintln!(
+        "{N} StopTask + DestroyTask at once: {:.1} s, {} failed",
+        t0.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {N} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(owner(), before, "systemd left the bus and came back");
+    s.assert_clean().await;
     s.finish().await;
 }

@@ -32,6 +32,13 @@ const DONE_JOBS_KEPT: usize = 4096;
 /// `max_replies_per_connection` calls awaiting replies (128 on the system bus by default);
 /// concurrent StartTasks and monitors share one connection, so calls wait their turn below it.
 const MAX_PENDING_CALLS: usize = 64;
+/// systemd follows the client of every job it queues with a bus match rule of its own (`sd_bus_track`
+/// per job, `src/core/dbus-job.c` `bus_job_track_sender`), and dbus-daemon lets one connection
+/// hold 512 (`max_match_rules_per_connection` on the system bus): past that it refuses
+/// systemd's next rule and systemd drops off the bus, losing every subscriber and job signal.
+/// A stop of 1,000 tasks at once queued that many jobs, so the driver keeps at most this many
+/// of its jobs queued, leaving the rest of the budget to systemd and other clients.
+const MAX_PENDING_JOBS: usize = 128;
 /// No method call waits longer for its reply (dbus-daemon's own reply timeout may be longer or
 /// disabled); a late reply is dropped by zbus.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,6 +77,9 @@ struct Inner {
     shutdown: CancellationToken,
     /// Permits for calls awaiting a reply (see [`MAX_PENDING_CALLS`]).
     calls: tokio::sync::Semaphore,
+    /// Permits for jobs queued in systemd, from the call that queues one until its
+    /// `JobRemoved` (see [`MAX_PENDING_JOBS`]).
+    job_slots: tokio::sync::Semaphore,
     /// Units whose state callers wait for, served together by the next `ListUnitsByNames`.
     listing_queue: Mutex<Vec<(String, StateReply)>>,
     /// One `ListUnitsByNames` at a time; callers arriving meanwhile form the next batch.
@@ -222,6 +232,7 @@ impl DbusSystemd {
                 runtime_dir: runtime_dir.into(),
                 shutdown: CancellationToken::new(),
                 calls: tokio::sync::Semaphore::new(MAX_PENDING_CALLS),
+                job_slots: tokio::sync::Semaphore::new(MAX_PENDING_JOBS),
                 listing_queue: Mutex::new(Vec::new()),
                 listing: tokio::sync::Mutex::new(()),
             }),
@@ -487,6 +498,21 @@ impl DbusSystemd {
     }
 
     /// What is left until `deadline` (at least a moment, so a late reply is still read).
+    /// A slot for one more queued job (see [`MAX_PENDING_JOBS`]), waited for until `deadline`;
+    /// held by the caller until its job's wait ends.
+    async fn job_slot(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        match tokio::time::timeout_at(deadline, self.inner.job_slots.acquire()).await {
+            // never closed
+            Ok(permit) => permit.map_err(|e| SystemdError::Unreachable(e.to_string())),
+            Err(_) => Err(SystemdError::Timeout(format!(
+                "{MAX_PENDING_JOBS} of the driver's jobs stayed queued in systemd"
+            ))),
+        }
+    }
+
     fn until(&self, deadline: tokio::time::Instant) -> Duration {
         deadline
             .saturating_duration_since(tokio::time::Instant::now())
@@ -810,6 +836,7 @@ impl Systemd for DbusSystemd {
             .collect::<Result<Vec<_>>>()?;
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let deadline = tokio::time::Instant::now() + self.start_timeout();
+        let _slot = self.job_slot(deadline).await?;
         let reply = self
             .call_until(
                 deadline,
@@ -827,6 +854,7 @@ impl Systemd for DbusSystemd {
         // `daemon-reexec` (NoReply) may have started a run that has already failed, and
         // sending it again would start a second one. The invocation from before tells.
         let before = self.invocation_id(unit).await?.unwrap_or_default();
+        let _slot = self.job_slot(deadline).await?;
         let mut delay = Duration::from_millis(50);
         loop {
             match self.call(PATH, MANAGER, "StartUnit", &(unit, "fail")).await {
@@ -856,6 +884,9 @@ impl Systemd for DbusSystemd {
     }
 
     async fn stop_unit(&self, unit: &str) -> Result<()> {
+        let _slot = self
+            .job_slot(tokio::time::Instant::now() + STOP_JOB_TIMEOUT)
+            .await?;
         match self.manager_call("StopUnit", &(unit, "replace")).await {
             Ok(reply) => match self
                 .run_job(unit, "StopUnit", reply, STOP_JOB_TIMEOUT)

@@ -532,7 +532,7 @@ async fn secrets_stay_secret() {
 }
 
 /// The default sandbox: even a root task cannot write the host's /etc or /usr nor read /root,
-/// nor another allocation's files or its `secrets/` tmpfs, and still writes its own
+/// nor reach another allocation's files or its `secrets/` tmpfs by path, and still writes its own
 /// directories; a task as its dynamic user is held the same way.
 #[tokio::test]
 async fn the_host_is_read_only_to_tasks() {

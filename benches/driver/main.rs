@@ -63,7 +63,7 @@ use nomad_driver_systemd::proto::drivers::{
     RecoverTaskRequest, StartTaskRequest, StopTaskRequest, TaskConfig, TaskHandle, TaskState,
     TaskStatsRequest, TaskStatsResponse, WaitTaskRequest, memory_usage,
 };
-use nomad_driver_systemd::stats::{detect_layout, read_cgroup};
+use nomad_driver_systemd::stats::{CgroupFiles, detect_layout, read_cgroup};
 use nomad_driver_systemd::systemd::DROPIN_FILE;
 use nomad_driver_systemd::task::DriverState;
 use nomad_driver_systemd::unit::{UnitPlan, plan};

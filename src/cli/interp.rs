@@ -8,8 +8,11 @@
 
 /// The alloc id `validate` plans with; shown as `${NOMAD_ALLOC_ID}`.
 pub const ALLOC_ID: &str = "00000000-0000-0000-0000-000000000000";
+/// The node's allocation root `validate` plans with (the alloc dir's parent, which the sandbox
+/// covers); shown as `<alloc_root>`.
+pub const ALLOC_ROOT: &str = "/nomadvarallocrootx";
 /// The alloc dir `validate` plans with; shown as `<alloc_dir>`.
-pub const ALLOC_DIR: &str = "/nomadvarallocdirx";
+pub const ALLOC_DIR: &str = "/nomadvarallocrootx/nomadvarallocdirx";
 /// The per-start task id suffix; shown as `<id>`.
 pub const START_ID: &str = "nomadvarstartidx";
 /// The group network namespace path; shown as `<netns>`.
@@ -33,6 +36,7 @@ impl Interp {
         Self {
             map: vec![
                 (ALLOC_DIR.to_string(), "<alloc_dir>".to_string()),
+                (ALLOC_ROOT.to_string(), "<alloc_root>".to_string()),
                 (NETNS.to_string(), "<netns>".to_string()),
                 (START_ID.to_string(), "<id>".to_string()),
                 (ALLOC_ID.to_string(), "${NOMAD_ALLOC_ID}".to_string()),
@@ -121,12 +125,12 @@ mod tests {
                 "web@${NOMAD_ALLOC_ID}.service",
                 "web@00000000-0000-0000-0000-000000000000.service",
             ),
-            ("${NOMAD_TASK_DIR}/run.sh", "/nomadvar4x/run.sh"),
-            ("--port=${NOMAD_PORT_http}", "--port=987654005"),
-            ("${meta.rack}", "nomadvar6x"),
+            ("${NOMAD_TASK_DIR}/run.sh", "/nomadvar5x/run.sh"),
+            ("--port=${NOMAD_PORT_http}", "--port=987654006"),
+            ("${meta.rack}", "nomadvar7x"),
             ("plain", "plain"),
             ("open ${ never closed", "open ${ never closed"),
-            ("${ {a=1}[\"a\"] }!", "nomadvar7x!"),
+            ("${ {a=1}[\"a\"] }!", "nomadvar8x!"),
         ];
         let mut interp = Interp::new();
         for (text, resolved) in cases {
@@ -135,7 +139,7 @@ mod tests {
             assert_eq!(interp.restore(&got), text, "{text}");
         }
         // the same source gets the same placeholder
-        assert_eq!(interp.resolve("${meta.rack}"), "nomadvar6x");
+        assert_eq!(interp.resolve("${meta.rack}"), "nomadvar7x");
     }
 
     #[test]

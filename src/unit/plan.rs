@@ -27,13 +27,25 @@ pub const INACCESSIBLE_DIR: &str = "/run/systemd/inaccessible/dir";
 /// under an inaccessible path first, one mount at a time, re-reading `mountinfo` after each
 /// (systemd 252 `umount_recursive`), and Nomad mounts two tmpfs per task there, so that start
 /// cost grew with the square of the node's task count. The bind leaves those mounts beneath it,
-/// unreachable by path; ARCHITECTURE.md, *Start cost at density*. `None` when the alloc dir
-/// has no parent a bind can name.
-fn alloc_root(task: &TaskSpec) -> Option<String> {
+/// unreachable by path; ARCHITECTURE.md, *Start cost at density*. An error when the alloc dir
+/// has no parent a bind can name: the task does not start with the root visible.
+fn alloc_root(task: &TaskSpec) -> Result<String, String> {
     let alloc_dir = task.alloc_dir.trim_end_matches('/');
-    let (root, _) = alloc_dir.rsplit_once('/')?;
-    (!root.is_empty() && raw_path(root).is_ok() && !root.contains(char::is_whitespace))
-        .then(|| root.to_string())
+    match alloc_dir.rsplit_once('/') {
+        Some((root, _)) if !root.is_empty() => {
+            raw_path(root).map_err(|why| format!("its parent {root:?} {why}"))?;
+            Ok(root.to_string())
+        }
+        _ => Err("has no parent directory to hide from the task".into()),
+    }
+}
+
+/// Whether `path` is `root` or lies beneath it.
+fn under(path: &str, root: &str) -> bool {
+    path.trim_end_matches('/') == root
+        || path
+            .strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Settings systemd adds to rather than replaces: a job's value joins the driver's.
@@ -47,7 +59,40 @@ fn sandbox(b: &mut Builder, task: &TaskSpec) {
         dbus: vec![("InaccessiblePaths".into(), DValue::StrList(hidden))],
         section: Section::Service,
     });
-    if let Some(root) = alloc_root(task) {
+    // `validate` plans with a placeholder; a relative alloc dir never starts (its binds are
+    // refused by systemd)
+    if !task.alloc_dir.starts_with('/') {
+        return;
+    }
+    let root = match alloc_root(task) {
+        Ok(root) => root,
+        Err(why) => {
+            b.error("alloc_dir", format!("{:?} {why}", task.alloc_dir));
+            return;
+        }
+    };
+    // A bind beneath the cover would make systemd create its mount point inside the host's
+    // inaccessible directory (the cover is made read-only only after every mount).
+    let beneath = task
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("mounts[{i}].task_path"), &m.task_path))
+        .chain(task.devices.iter().enumerate().map(|(i, d)| {
+            let path = if d.task_path.is_empty() {
+                &d.host_path
+            } else {
+                &d.task_path
+            };
+            (format!("devices[{i}].task_path"), path)
+        }));
+    for (key, path) in beneath.filter(|(_, p)| under(p, &root)).collect::<Vec<_>>() {
+        b.error(
+            key,
+            format!("{path:?} lies in the node's allocation root {root:?}, which tasks cannot see"),
+        );
+    }
+    {
         // Not ignored when missing: a start fails rather than run with the root visible.
         b.set(
             "BindReadOnlyPaths",
@@ -1774,7 +1819,7 @@ mod resource_tests {
             id: "8f3c2d1e-1111-2222-3333-444455556666/web/0a1b2c3d".into(),
             name: "web".into(),
             alloc_id: "8f3c2d1e-1111-2222-3333-444455556666".into(),
-            alloc_dir: "/a".into(),
+            alloc_dir: "/srv/alloc/a".into(),
             resources: r,
             ..TaskSpec::default()
         }
@@ -2140,7 +2185,11 @@ mod sandbox_tests {
     }
 
     fn refused(c: &TaskUserConfig, plugin: &PluginConfig) -> Vec<String> {
-        plan(&task(), c, plugin)
+        refused_task(c, plugin, &task())
+    }
+
+    fn refused_task(c: &TaskUserConfig, plugin: &PluginConfig, t: &TaskSpec) -> Vec<String> {
+        plan(t, c, plugin)
             .expect_err("refused")
             .0
             .iter()
@@ -2259,12 +2308,39 @@ mod sandbox_tests {
             get(&p, "InaccessiblePaths"),
             ["-/run/nomad-driver-systemd", "/srv"]
         );
-        // an alloc dir with no parent to name gets no bind (and the sandbox stays)
+        // an alloc dir whose parent cannot be covered is refused, not run with it visible
         let mut top = task();
         top.alloc_dir = "/a".into();
+        assert_eq!(
+            refused_task(&cfg(&[]), &PluginConfig::default(), &top),
+            ["alloc_dir: \"/a\" has no parent directory to hide from the task"]
+        );
+        // a root with white space is covered all the same (the bind quotes it)
+        top.alloc_dir = "/var/lib/no mad/alloc/a".into();
         let p = plan(&top, &cfg(&[]), &PluginConfig::default()).unwrap();
-        assert!(get(&p, "BindReadOnlyPaths").is_empty());
-        assert_eq!(get(&p, "ProtectSystem"), ["strict"]);
+        assert_eq!(
+            get(&p, "BindReadOnlyPaths"),
+            ["\"/run/systemd/inaccessible/dir\":\"/var/lib/no mad/alloc\":norbind"]
+        );
+        // a volume or device beneath the cover is refused by key: systemd would make its
+        // mount point inside the host's inaccessible directory
+        let mut vol = task();
+        vol.mounts = vec![crate::task::spec::MountSpec {
+            host_path: "/srv/data".into(),
+            task_path: "/var/lib/nomad/alloc/x".into(),
+            readonly: false,
+        }];
+        let errs = refused_task(&cfg(&[]), &PluginConfig::default(), &vol);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "mounts[0].task_path: \"/var/lib/nomad/alloc/x\" lies in the node's allocation root"
+            ),
+            "{errs:?}"
+        );
+        // a sibling that only shares the prefix is fine
+        vol.mounts[0].task_path = "/var/lib/nomad/allocations".into();
+        assert!(plan(&vol, &cfg(&[]), &PluginConfig::default()).is_ok());
     }
 
     #[test]

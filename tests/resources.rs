@@ -237,6 +237,21 @@ fn cgroup_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+async fn stats_every_100ms(
+    s: &Session,
+    id: &str,
+) -> tonic::Streaming<nomad_driver_systemd::proto::drivers::TaskStatsResponse> {
+    s.plugin()
+        .driver()
+        .task_stats(TaskStatsRequest {
+            task_id: id.into(),
+            collection_interval: Some(Duration::from_millis(100).try_into().unwrap()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed() {
     let Some(s) = session().await else { return };
@@ -245,16 +260,7 @@ async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed(
     let alloc = Alloc::new("fds");
     let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
     s.start(task.clone()).await.unwrap();
-    let mut stream = s
-        .plugin()
-        .driver()
-        .task_stats(TaskStatsRequest {
-            task_id: task.id.clone(),
-            collection_interval: Some(Duration::from_millis(100).try_into().unwrap()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = stats_every_100ms(&s, &task.id).await;
     for _ in 0..3 {
         let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await
@@ -281,16 +287,7 @@ async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed(
         "{streaming} cgroup fds while streaming, {idle} idle"
     );
     // a second stream that its caller drops lets go of its own files while the task runs
-    let mut second = s
-        .plugin()
-        .driver()
-        .task_stats(TaskStatsRequest {
-            task_id: task.id.clone(),
-            collection_interval: Some(Duration::from_millis(100).try_into().unwrap()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut second = stats_every_100ms(&s, &task.id).await;
     for _ in 0..2 {
         tokio::time::timeout(Duration::from_secs(5), second.message())
             .await

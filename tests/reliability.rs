@@ -20,7 +20,7 @@ use common::session::Session;
 use common::systemd::require;
 use nomad_driver_systemd::proto::drivers::{
     DestroyTaskRequest, InspectTaskRequest, RecoverTaskRequest, StartTaskRequest,
-    StartTaskResponse, StopTaskRequest, TaskConfig, TaskState,
+    StartTaskResponse, StopTaskRequest, TaskConfig, TaskState, WaitTaskRequest,
 };
 use nomad_driver_systemd::unit::name::unit_of_task_id;
 use nomad_driver_systemd::unit::plan::exec_argv;
@@ -1695,6 +1695,101 @@ async fn stopping_hundreds_of_tasks_at_once_keeps_systemd_on_the_bus() {
         failed.first()
     );
     assert_eq!(owner(), before, "systemd left the bus and came back");
+    s.assert_clean().await;
+    s.finish().await;
+}
+
+/// systemd dropped off the bus by dbus-daemon (here: another client queues 600 jobs at once,
+/// each followed by a match rule of systemd's, past dbus-daemon's 512 per connection) comes
+/// back under a new name having forgotten its subscribers. The driver subscribes again: a task
+/// that exits afterwards is still reported, and a new task starts.
+#[tokio::test]
+async fn a_task_exit_is_seen_after_systemd_rejoins_the_bus() {
+    use zbus::zvariant::Value;
+    let Some(s) = session().await else { return };
+    let owner = || {
+        s.sd.exec(&[
+            "busctl",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "GetNameOwner",
+            "s",
+            "org.freedesktop.systemd1",
+        ])
+        .trim()
+        .to_string()
+    };
+    let before = owner();
+    let alloc = Alloc::new_plain("late");
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["30"]));
+    s.start(task.clone()).await.unwrap();
+    // the flood: 600 oneshot units whose start jobs stay queued while they sleep
+    let conn = zbus::connection::Builder::address(s.sd.bus_address().as_str())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let calls = (0..600).map(|i| {
+        let (conn, slots) = (conn.clone(), slots.clone());
+        async move {
+            let _slot = slots.acquire().await.unwrap();
+            let exec: Vec<(String, Vec<String>, bool)> = vec![(
+                "/bin/sleep".into(),
+                vec!["/bin/sleep".into(), "20".into()],
+                false,
+            )];
+            let props: Vec<(&str, Value<'_>)> = vec![
+                ("Type", Value::from("oneshot")),
+                ("ExecStart", Value::from(exec)),
+            ];
+            let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
+            conn.call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.systemd1.Manager"),
+                "StartTransientUnit",
+                &(format!("flood-{i}.service"), "fail", props, aux),
+            )
+            .await
+            .is_ok()
+        }
+    });
+    let queued = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = owner();
+    while (after == before || !after.starts_with("s \":1.")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = owner();
+    }
+    assert_ne!(
+        after, before,
+        "systemd stayed on the bus ({queued} of 600 flood jobs queued): the test's premise failed"
+    );
+    // the task's exit comes after systemd rejoined
+    let w = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.plugin().driver().wait_task(WaitTaskRequest {
+            task_id: task.id.clone(),
+        }),
+    )
+    .await
+    .expect("no exit reported after systemd rejoined the bus")
+    .unwrap()
+    .into_inner();
+    assert_eq!(w.result.unwrap().exit_code, 0);
+    s.destroy(&task.id).await;
+    let next = Alloc::new_plain("next");
+    let t2 = next.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(t2.clone()).await.unwrap();
+    s.stop(&t2.id, Duration::from_secs(5), "SIGTERM").await;
+    s.destroy(&t2.id).await;
     s.assert_clean().await;
     s.finish().await;
 }

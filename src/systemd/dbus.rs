@@ -317,6 +317,15 @@ impl DbusSystemd {
                     self.job_finished(job.as_str(), result);
                 }
             }
+            Some("NameOwnerChanged") => {
+                if let Ok((name, _old, new)) = msg.body().deserialize::<(String, String, String)>()
+                    && name == DEST
+                    && !new.is_empty()
+                {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.systemd_rejoined().await });
+                }
+            }
             Some("PropertiesChanged") => {
                 if let Some(path) = header.path() {
                     let mut watchers = lock(&self.inner.watchers);
@@ -336,6 +345,42 @@ impl DbusSystemd {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// systemd came back on the bus under a new name (after dbus-daemon dropped it, or a
+    /// re-execution): subscribe again, since it forgot its subscribers, and make every watcher
+    /// read its unit, since signals were lost meanwhile. A waited-for job that no longer exists
+    /// finished unheard: its waiter gets a recoverable error rather than waiting out its
+    /// deadline.
+    async fn systemd_rejoined(&self) {
+        let Ok(conn) = self.conn().await else { return };
+        match conn
+            .call_method(Some(DEST), PATH, Some(MANAGER), "Subscribe", &())
+            .await
+        {
+            Ok(_) => tracing::info!("systemd rejoined the bus; subscribed again"),
+            // after a re-execution systemd keeps its subscribers
+            Err(e) => tracing::debug!(error = %e, "systemd rejoined the bus; Subscribe"),
+        }
+        self.wake_all();
+        let waiting: Vec<String> = lock(&self.inner.jobs).waiting.keys().cloned().collect();
+        for job in waiting {
+            let gone = matches!(
+                self.call(
+                    &job,
+                    PROPS_IFACE,
+                    "Get",
+                    &("org.freedesktop.systemd1.Job", "State")
+                )
+                .await,
+                Err(SystemdError::NoSuchUnit(_) | SystemdError::Refused(_))
+            );
+            if gone && let Some(tx) = lock(&self.inner.jobs).waiting.remove(&job) {
+                let _ = tx.send(Err(SystemdError::Unreachable(format!(
+                    "systemd left the bus while job {job} ran; its result was lost"
+                ))));
+            }
         }
     }
 
@@ -673,7 +718,7 @@ impl DbusSystemd {
     }
 }
 
-type Streams = futures::stream::Select<MessageStream, MessageStream>;
+type Streams = futures::stream::SelectAll<MessageStream>;
 /// One entry of `ListUnits*`: name, description, load, active and sub state, followed unit,
 /// object path, job id, job type, job path.
 type ListedUnit = (
@@ -715,17 +760,30 @@ async fn connect() -> Result<(Connection, Streams)> {
         .and_then(|b| b.path(PATH))
         .map_err(map_err)?
         .build();
+    // systemd itself leaving and rejoining the bus (dbus-daemon dropped it): it forgets its
+    // subscribers and the clients of its jobs, so the dispatcher subscribes again
+    let owner = MatchRule::builder()
+        .msg_type(message::Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .and_then(|b| b.interface("org.freedesktop.DBus"))
+        .and_then(|b| b.member("NameOwnerChanged"))
+        .and_then(|b| b.arg(0, DEST))
+        .map_err(map_err)?
+        .build();
     let props = MessageStream::for_match_rule(props, &conn, Some(4096))
         .await
         .map_err(map_err)?;
     let jobs = MessageStream::for_match_rule(jobs, &conn, Some(4096))
         .await
         .map_err(map_err)?;
+    let owner = MessageStream::for_match_rule(owner, &conn, Some(64))
+        .await
+        .map_err(map_err)?;
     // Signals about units flow only to subscribers.
     conn.call_method(Some(DEST), PATH, Some(MANAGER), "Subscribe", &())
         .await
         .map_err(map_err)?;
-    Ok((conn, futures::stream::select(props, jobs)))
+    Ok((conn, futures::stream::select_all([props, jobs, owner])))
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -1723,7 +1723,8 @@ async fn a_task_exit_is_seen_after_systemd_rejoins_the_bus() {
     };
     let before = owner();
     let alloc = Alloc::new_plain("late");
-    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["30"]));
+    // exits well after the flood has dropped systemd (which takes a few seconds)
+    let task = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["60"]));
     s.start(task.clone()).await.unwrap();
     // the flood: 600 oneshot units whose start jobs stay queued while they sleep
     let conn = zbus::connection::Builder::address(s.sd.bus_address().as_str())
@@ -1738,7 +1739,7 @@ async fn a_task_exit_is_seen_after_systemd_rejoins_the_bus() {
             let _slot = slots.acquire().await.unwrap();
             let exec: Vec<(String, Vec<String>, bool)> = vec![(
                 "/bin/sleep".into(),
-                vec!["/bin/sleep".into(), "20".into()],
+                vec!["/bin/sleep".into(), "120".into()],
                 false,
             )];
             let props: Vec<(&str, Value<'_>)> = vec![
@@ -1773,8 +1774,23 @@ async fn a_task_exit_is_seen_after_systemd_rejoins_the_bus() {
         "systemd stayed on the bus ({queued} of 600 flood jobs queued): the test's premise failed"
     );
     // the task's exit comes after systemd rejoined
+    assert!(
+        s.plugin()
+            .driver()
+            .inspect_task(InspectTaskRequest {
+                task_id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap()
+            .state
+            == TaskState::Running as i32,
+        "the task must still run when systemd has rejoined, or the test proves nothing"
+    );
     let w = tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         s.plugin().driver().wait_task(WaitTaskRequest {
             task_id: task.id.clone(),
         }),

@@ -349,39 +349,26 @@ impl DbusSystemd {
     }
 
     /// systemd came back on the bus under a new name (after dbus-daemon dropped it, or a
-    /// re-execution): subscribe again, since it forgot its subscribers, and make every watcher
-    /// read its unit, since signals were lost meanwhile. A waited-for job that no longer exists
-    /// finished unheard: its waiter gets a recoverable error rather than waiting out its
-    /// deadline.
+    /// re-execution): subscribe again, since a dropped systemd forgot its subscribers (a
+    /// re-executed one kept them and answers `AlreadySubscribed`), and make every watcher read
+    /// its unit, since signals were lost meanwhile. Job waiters are left alone: a re-executed
+    /// systemd still signals their jobs' ends, and after a drop a lost `JobRemoved` ends the
+    /// wait at its deadline, a recoverable error.
     async fn systemd_rejoined(&self) {
-        let Ok(conn) = self.conn().await else { return };
-        match conn
-            .call_method(Some(DEST), PATH, Some(MANAGER), "Subscribe", &())
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        match self
+            .call_retrying(deadline, PATH, MANAGER, "Subscribe", &())
             .await
         {
             Ok(_) => tracing::info!("systemd rejoined the bus; subscribed again"),
-            // after a re-execution systemd keeps its subscribers
-            Err(e) => tracing::debug!(error = %e, "systemd rejoined the bus; Subscribe"),
-        }
-        self.wake_all();
-        let waiting: Vec<String> = lock(&self.inner.jobs).waiting.keys().cloned().collect();
-        for job in waiting {
-            let gone = matches!(
-                self.call(
-                    &job,
-                    PROPS_IFACE,
-                    "Get",
-                    &("org.freedesktop.systemd1.Job", "State")
-                )
-                .await,
-                Err(SystemdError::NoSuchUnit(_) | SystemdError::Refused(_))
-            );
-            if gone && let Some(tx) = lock(&self.inner.jobs).waiting.remove(&job) {
-                let _ = tx.send(Err(SystemdError::Unreachable(format!(
-                    "systemd left the bus while job {job} ran; its result was lost"
-                ))));
+            Err(SystemdError::Refused(m)) if m.contains("AlreadySubscribed") => {
+                tracing::debug!("systemd rejoined the bus and kept our subscription");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "systemd rejoined the bus; subscribing again failed")
             }
         }
+        self.wake_all();
     }
 
     fn job_finished(&self, job: &str, result: String) {
@@ -542,7 +529,6 @@ impl DbusSystemd {
         }
     }
 
-    /// What is left until `deadline` (at least a moment, so a late reply is still read).
     /// A slot for one more queued job (see [`MAX_PENDING_JOBS`]), waited for until `deadline`;
     /// held by the caller until its job's wait ends.
     async fn job_slot(
@@ -558,6 +544,7 @@ impl DbusSystemd {
         }
     }
 
+    /// What is left until `deadline` (at least a moment, so a late reply is still read).
     fn until(&self, deadline: tokio::time::Instant) -> Duration {
         deadline
             .saturating_duration_since(tokio::time::Instant::now())

@@ -1614,6 +1614,22 @@ async fn daemon_reexec_mid_recover_fails_no_recovery() {
     s.finish().await;
 }
 
+/// The unique bus name systemd holds now, as `busctl` prints it (`s ":1.1"`).
+fn systemd_bus_owner(s: &Session) -> String {
+    s.sd.exec(&[
+        "busctl",
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "GetNameOwner",
+        "s",
+        "org.freedesktop.systemd1",
+    ])
+    .trim()
+    .to_string()
+}
+
 /// A node stopping all its tasks at once (a drain, a job of many allocations stopped): 700
 /// StopTask + DestroyTask calls together. systemd follows the client of every queued job
 /// with a bus match rule, and dbus-daemon allows one connection 512; past that systemd drops
@@ -1624,20 +1640,7 @@ async fn daemon_reexec_mid_recover_fails_no_recovery() {
 async fn stopping_hundreds_of_tasks_at_once_keeps_systemd_on_the_bus() {
     let Some(s) = session().await else { return };
     const N: usize = 700;
-    let owner = || {
-        s.sd.exec(&[
-            "busctl",
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "GetNameOwner",
-            "s",
-            "org.freedesktop.systemd1",
-        ])
-        .trim()
-        .to_string()
-    };
+    let owner = || systemd_bus_owner(&s);
     let before = owner();
     assert!(before.starts_with("s \":1."), "{before}");
     // plain alloc dirs: the starts are not what is tested
@@ -1707,20 +1710,7 @@ async fn stopping_hundreds_of_tasks_at_once_keeps_systemd_on_the_bus() {
 async fn a_task_exit_is_seen_after_systemd_rejoins_the_bus() {
     use zbus::zvariant::Value;
     let Some(s) = session().await else { return };
-    let owner = || {
-        s.sd.exec(&[
-            "busctl",
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "GetNameOwner",
-            "s",
-            "org.freedesktop.systemd1",
-        ])
-        .trim()
-        .to_string()
-    };
+    let owner = || systemd_bus_owner(&s);
     let before = owner();
     let alloc = Alloc::new_plain("late");
     // exits well after the flood has dropped systemd (which takes a few seconds)

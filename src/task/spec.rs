@@ -37,6 +37,17 @@ pub struct DeviceSpec {
     pub node: Option<DeviceNode>,
 }
 
+impl DeviceSpec {
+    /// Where the task sees the device: its task path, or the host path when Nomad sent none.
+    pub fn path_in_task(&self) -> &String {
+        if self.task_path.is_empty() {
+            &self.host_path
+        } else {
+            &self.task_path
+        }
+    }
+}
+
 /// A device node by number, the way the cgroup device policy names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceNode {

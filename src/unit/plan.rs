@@ -78,36 +78,32 @@ fn sandbox(b: &mut Builder, task: &TaskSpec) {
         .iter()
         .enumerate()
         .map(|(i, m)| (format!("mounts[{i}].task_path"), &m.task_path))
-        .chain(task.devices.iter().enumerate().map(|(i, d)| {
-            let path = if d.task_path.is_empty() {
-                &d.host_path
-            } else {
-                &d.task_path
-            };
-            (format!("devices[{i}].task_path"), path)
-        }));
-    for (key, path) in beneath.filter(|(_, p)| under(p, &root)).collect::<Vec<_>>() {
+        .chain(
+            task.devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("devices[{i}].task_path"), d.path_in_task())),
+        );
+    for (key, path) in beneath.filter(|(_, p)| under(p, &root)) {
         b.error(
             key,
             format!("{path:?} lies in the node's allocation root {root:?}, which tasks cannot see"),
         );
     }
-    {
-        // Not ignored when missing: a start fails rather than run with the root visible.
-        b.set(
-            "BindReadOnlyPaths",
-            format!("{}:{}:norbind", quote(INACCESSIBLE_DIR), quote(&root)),
-            DValue::Array {
-                sig: "(ssbt)".into(),
-                items: vec![DValue::Struct(vec![
-                    DValue::Str(INACCESSIBLE_DIR.into()),
-                    DValue::Str(root),
-                    DValue::Bool(false),
-                    DValue::U64(0),
-                ])],
-            },
-        );
-    }
+    // Not ignored when missing: a start fails rather than run with the root visible.
+    b.set(
+        "BindReadOnlyPaths",
+        format!("{}:{}:norbind", quote(INACCESSIBLE_DIR), quote(&root)),
+        DValue::Array {
+            sig: "(ssbt)".into(),
+            items: vec![DValue::Struct(vec![
+                DValue::Str(INACCESSIBLE_DIR.into()),
+                DValue::Str(root),
+                DValue::Bool(false),
+                DValue::U64(0),
+            ])],
+        },
+    );
     for (name, value) in SANDBOX {
         if b.has(name) {
             continue; // e.g. PrivateDevices for devices
@@ -750,11 +746,7 @@ fn devices(b: &mut Builder, task: &TaskSpec) {
     let mut binds = Vec::new();
     for (i, d) in task.devices.iter().enumerate() {
         let key = format!("devices[{i}]");
-        let task_path = if d.task_path.is_empty() {
-            &d.host_path
-        } else {
-            &d.task_path
-        };
+        let task_path = d.path_in_task();
         let perms = if d.permissions.is_empty() {
             "rwm"
         } else {

@@ -134,7 +134,12 @@ fn run_plugin(level: tracing::Level) -> ExitCode {
         Ok((_, now)) => tracing::debug!(limit = now, "RLIMIT_NOFILE already at the hard limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the plugin waits on systemd, the kernel and Nomad, and does little work of
+    // its own; on a second worker, every hand-off between tasks (a D-Bus signal to the task's
+    // monitor, its result to a waiting gRPC call, a sample to the connection) was a futex
+    // wake-up of the other thread, an inter-processor interrupt on a VM (ARCHITECTURE.md,
+    // *One thread*). Blocking work goes to `spawn_blocking`, log forwarding to its own threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -318,3 +318,76 @@ async fn a_stats_stream_keeps_the_cgroup_files_open_until_the_task_is_destroyed(
     drop(stream);
     s.finish().await;
 }
+
+/// The sample times of a stream's next `n` samples after its first, in ns since the epoch.
+async fn sample_times(
+    stream: &mut tonic::Streaming<nomad_driver_systemd::proto::drivers::TaskStatsResponse>,
+    n: usize,
+) -> Vec<i64> {
+    let mut times = Vec::new();
+    for i in 0..=n {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a sample per interval")
+            .unwrap()
+            .unwrap();
+        let at = msg.stats.unwrap().timestamp.expect("a sample time");
+        let at = at.seconds * 1_000_000_000 + i64::from(at.nanos);
+        if i > 0 {
+            times.push(at);
+        }
+    }
+    times
+}
+
+/// Streams of one interval sample together (one timer wake-up and a few writes for all of
+/// them), whenever each was opened; each still samples once per interval.
+#[tokio::test]
+async fn streams_of_one_interval_sample_on_a_shared_grid() {
+    let Some(s) = session().await else { return };
+    let alloc = Alloc::new("grid");
+    let a = alloc.task_config(1, &JobConfig::command("/bin/sleep", &["300"]));
+    let b = alloc.task_config(2, &JobConfig::command("/bin/sleep", &["300"]));
+    s.start(a.clone()).await.unwrap();
+    s.start(b.clone()).await.unwrap();
+    let interval = Duration::from_millis(400);
+    let open = |id: String| {
+        let mut client = s.plugin().driver();
+        async move {
+            client
+                .task_stats(TaskStatsRequest {
+                    task_id: id,
+                    collection_interval: Some(interval.try_into().unwrap()),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut first = open(a.id.clone()).await;
+    // the second stream opens well off the first one's phase
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut second = open(b.id.clone()).await;
+    let (ta, tb) = tokio::join!(sample_times(&mut first, 4), sample_times(&mut second, 3));
+    let period = i64::try_from(interval.as_nanos()).unwrap();
+    for pair in ta.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (gap - period).abs() < period / 4,
+            "samples {gap} ns apart, interval {period} ns: {ta:?}"
+        );
+    }
+    for t in &tb {
+        let nearest = ta.iter().map(|x| (x - t).abs()).min().unwrap();
+        assert!(
+            nearest < 30_000_000,
+            "a sample of the second stream {nearest} ns from the first's: {ta:?} / {tb:?}"
+        );
+    }
+    drop((first, second));
+    for t in [&a, &b] {
+        s.stop(&t.id, Duration::ZERO, "").await;
+        s.destroy(&t.id).await;
+    }
+    s.finish().await;
+}

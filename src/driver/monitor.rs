@@ -122,8 +122,7 @@ impl<S: Systemd> Driver<S> {
             let mut cgroup = known_cgroup;
             if pending {
                 let state = this.with_kernel_oom(&spec, judged, &oom, &cgroup).await;
-                this.report_exit(&spec, &state);
-                let _ = tx.send(state);
+                this.tell_exit(&spec, &tx, state).await;
                 token.cancelled().await;
                 return;
             }
@@ -177,8 +176,7 @@ impl<S: Systemd> Driver<S> {
                             state = this.with_kernel_oom(&spec, state, &oom, &cgroup).await;
                         }
                         if matches!(state, TaskState::Exited { .. }) {
-                            this.report_exit(&spec, &state);
-                            let _ = tx.send(state);
+                            this.tell_exit(&spec, &tx, state).await;
                             // the unit's watcher is not needed any more
                             drop(changes);
                             // keep `tx` alive until the task is destroyed, so waiters see the result
@@ -224,6 +222,16 @@ impl<S: Systemd> Driver<S> {
             oom.store(true, Ordering::SeqCst);
         }
         with_oom(state, oom)
+    }
+
+    /// Gives the exit to its waiters (WaitTask, StopTask), then logs it. The log line is a
+    /// write to a pipe whose reader (Nomad's) the kernel wakes, which took 20–200 µs: the
+    /// waiters' answers go first. Yielding lets the woken calls run and their answers be
+    /// written, one thread running them all (`main.rs`), before the line is.
+    async fn tell_exit(&self, spec: &MonitorSpec, tx: &watch::Sender<TaskState>, state: TaskState) {
+        let _ = tx.send(state.clone());
+        tokio::task::yield_now().await;
+        self.report_exit(spec, &state);
     }
 
     fn report_exit(&self, spec: &MonitorSpec, state: &TaskState) {

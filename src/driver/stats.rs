@@ -52,15 +52,19 @@ struct Sampler<S: Systemd> {
     /// The cgroup's files, opened once (after the first tick) and read with pread.
     files: Option<CgroupFiles>,
     looked_up: bool,
+    /// The first sample is taken at once, the others at the ticks.
+    first: bool,
     ticker: tokio::time::Interval,
 }
 
 impl<S: Systemd> Sampler<S> {
     /// The next sample at the next tick; `None` once the task exited or was destroyed.
     async fn next(&mut self) -> Option<StatsSample> {
-        tokio::select! {
-            () = self.task.monitor.cancelled() => return None,
-            _ = self.ticker.tick() => {}
+        if !std::mem::take(&mut self.first) {
+            tokio::select! {
+                () = self.task.monitor.cancelled() => return None,
+                _ = self.ticker.tick() => {}
+            }
         }
         if self.task.status().exit().is_some() {
             return None;
@@ -106,21 +110,41 @@ impl<S: Systemd> Driver<S> {
     ) -> Result<impl Stream<Item = StatsSample> + Send + 'static> {
         let task = self.get(id)?;
         let compute = self.compute();
-        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
-        // a reader that fell behind gets the next sample an interval later, not a burst
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sampler = Sampler {
             driver: Arc::clone(self),
             task,
             cpu: CpuTracker::new(compute.total_mhz, compute.num_cores),
             files: None,
             looked_up: false,
-            ticker,
+            first: true,
+            ticker: ticker(interval.max(Duration::from_millis(100))),
         };
         Ok(futures::stream::unfold(sampler, |mut s| async move {
             s.next().await.map(|sample| (sample, s))
         }))
     }
+}
+
+/// Ticks every `period` on a grid shared by every stream of the same period in this process
+/// (multiples of `period` since the process's first stream), so that one timer wake-up serves
+/// them all and their samples leave in a few writes, not one wake-up and one write per task.
+/// The first tick is the first grid point at least half a period away (the sample taken at
+/// once needs no company); a reader that fell behind gets the next grid point, not a burst.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let now = tokio::time::Instant::now();
+    // (an absurd period from the caller: no grid, the ticks just follow one another)
+    let first = now.checked_add(period / 2).and_then(|soonest| {
+        let since = soonest.saturating_duration_since(epoch).as_nanos();
+        let periods = since.div_ceil(period.as_nanos().max(1));
+        let offset = u64::try_from(periods.checked_mul(period.as_nanos())?).ok()?;
+        epoch.checked_add(Duration::from_nanos(offset))
+    });
+    let first = first.or_else(|| now.checked_add(period)).unwrap_or(now);
+    let mut ticker = tokio::time::interval_at(first, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
 }
 
 fn to_sample(cpu: &mut CpuTracker, r: &CgroupReading) -> StatsSample {

@@ -162,13 +162,11 @@ impl CgroupFiles {
                 }
                 r.mem_usage = self.number(Slot::MemUsage, buf)?;
                 if let Some(text) = self.text(Slot::MemStat, buf)? {
-                    r.mem_rss = keyed(text, "anon");
-                    r.mem_cache = keyed(text, "file");
-                    r.mem_kernel_usage = keyed(text, "kernel").or_else(|| {
-                        let stack = keyed(text, "kernel_stack")?;
-                        let slab = keyed(text, "slab")?;
-                        Some(stack.saturating_add(slab))
-                    });
+                    let [anon, file, kernel, stack, slab] =
+                        keyed(text, ["anon", "file", "kernel", "kernel_stack", "slab"]);
+                    r.mem_rss = anon;
+                    r.mem_cache = file;
+                    r.mem_kernel_usage = kernel.or_else(|| Some(stack?.saturating_add(slab?)));
                 }
                 r.mem_swap = self.number(Slot::MemSwap, buf)?;
                 r.mem_max_usage = self.number(Slot::MemMaxUsage, buf)?;
@@ -180,10 +178,10 @@ impl CgroupFiles {
                 if (r.cpu_user_ns.is_none() || r.cpu_system_ns.is_none())
                     && let Some(text) = self.text(Slot::CpuacctStat, buf)?
                 {
-                    let ns =
-                        |key| keyed(text, key).map(|t| t.saturating_mul(v1::NS_PER_USER_HZ_TICK));
-                    r.cpu_user_ns = r.cpu_user_ns.or(ns("user"));
-                    r.cpu_system_ns = r.cpu_system_ns.or(ns("system"));
+                    let [user, system] = keyed(text, ["user", "system"])
+                        .map(|t| t.map(|t| t.saturating_mul(v1::NS_PER_USER_HZ_TICK)));
+                    r.cpu_user_ns = r.cpu_user_ns.or(user);
+                    r.cpu_system_ns = r.cpu_system_ns.or(system);
                 }
                 if r.cpu_total_ns.is_none()
                     && let Some(text) = self.text(Slot::UnifiedCpuStat, buf)?
@@ -191,16 +189,27 @@ impl CgroupFiles {
                     apply_cpu_stat(&mut r, text);
                 }
                 if let Some(text) = self.text(Slot::CpuStat, buf)? {
-                    r.throttled_periods = keyed(text, "nr_throttled");
-                    r.throttled_time_ns = keyed(text, "throttled_time");
+                    [r.throttled_periods, r.throttled_time_ns] =
+                        keyed(text, ["nr_throttled", "throttled_time"]);
                 }
                 r.mem_usage = self.number(Slot::MemUsage, buf)?;
                 r.mem_max_usage = self.number(Slot::MemMaxUsage, buf)?;
                 if let Some(text) = self.text(Slot::MemStat, buf)? {
-                    let get = |key: &str, total: &str| keyed(text, total).or(keyed(text, key));
-                    r.mem_rss = get("rss", "total_rss");
-                    r.mem_cache = get("cache", "total_cache");
-                    r.mem_swap = get("swap", "total_swap");
+                    // the hierarchical totals where the kernel gives them
+                    let [total_rss, rss, total_cache, cache, total_swap, swap] = keyed(
+                        text,
+                        [
+                            "total_rss",
+                            "rss",
+                            "total_cache",
+                            "cache",
+                            "total_swap",
+                            "swap",
+                        ],
+                    );
+                    r.mem_rss = total_rss.or(rss);
+                    r.mem_cache = total_cache.or(cache);
+                    r.mem_swap = total_swap.or(swap);
                 }
                 if r.mem_swap.is_none() {
                     let memsw = self.number(Slot::MemSwap, buf)?;
@@ -214,25 +223,26 @@ impl CgroupFiles {
     }
 
     /// The file's text: `Some(None)` when it is not open, `None` when reading it failed.
+    ///
+    /// One `pread` from offset 0: every file read here is a single-record seq file (cgroupfs'
+    /// `cgroup_seqfile_start` in the kernel treats a file without its own iterator like
+    /// `single_open`), which the kernel formats whole and copies out as far as the buffer
+    /// allows, so a read shorter than the buffer is the whole file; asking again for the end of
+    /// file would double the system calls of a sample. A file that fills the buffer keeps its
+    /// complete lines.
     fn text<'b>(&self, slot: Slot, buf: &'b mut [u8; BUF]) -> Option<Option<&'b str>> {
         let Some(f) = &self.files[slot as usize] else {
             return Some(None);
         };
-        let mut len = 0;
-        loop {
-            match f.read_at(&mut buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => {
-                    len += n;
-                    if len == buf.len() {
-                        // longer than the buffer: keep the complete lines
-                        len = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                        break;
-                    }
-                }
+        let mut len = loop {
+            match f.read_at(buf, 0) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
+        };
+        if len == buf.len() {
+            len = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         }
         // cgroup files are ASCII; anything else is "not measured"
         Some(std::str::from_utf8(&buf[..len]).ok())
@@ -244,21 +254,25 @@ impl CgroupFiles {
     }
 }
 
-/// The last well-formed `key value` line's value for `key` in a flat-keyed file, as
-/// [`super::parse_flat_keyed`] would map it, without building the map.
+/// For each of `keys`, the last well-formed `key value` line's value in a flat-keyed file, as
+/// [`super::parse_flat_keyed`] would map it (cgroup files are ASCII), in one pass over `text`
+/// and without building the map: a v1 `memory.stat` has some fifty lines, of which a sample
+/// wants three.
 #[must_use]
-pub fn keyed(text: &str, key: &str) -> Option<u64> {
-    let mut found = None;
+pub fn keyed<const N: usize>(text: &str, keys: [&str; N]) -> [Option<u64>; N] {
+    let mut found = [None; N];
     for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        if parts.next() != Some(key) {
-            continue;
-        }
-        let (Some(value), None) = (parts.next(), parts.next()) else {
+        let mut parts = line.split_ascii_whitespace();
+        let Some(slot) = parts
+            .next()
+            .and_then(|key| keys.iter().position(|k| *k == key))
+        else {
             continue;
         };
-        if let Some(v) = parse_u64(value) {
-            found = Some(v);
+        if let (Some(value), None) = (parts.next(), parts.next())
+            && let Some(v) = parse_u64(value)
+        {
+            found[slot] = Some(v);
         }
     }
     found
@@ -266,10 +280,20 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
 
 /// v2 `cpu.stat` (also hybrid's unified one), as [`super::v2`]'s `apply_cpu_stat`.
 fn apply_cpu_stat(r: &mut CgroupReading, text: &str) {
-    let usec = |key| keyed(text, key).map(|v| v.saturating_mul(1000));
-    r.cpu_total_ns = usec("usage_usec");
-    r.cpu_user_ns = usec("user_usec");
-    r.cpu_system_ns = usec("system_usec");
-    r.throttled_periods = keyed(text, "nr_throttled");
-    r.throttled_time_ns = usec("throttled_usec");
+    let [total, user, system, periods, throttled] = keyed(
+        text,
+        [
+            "usage_usec",
+            "user_usec",
+            "system_usec",
+            "nr_throttled",
+            "throttled_usec",
+        ],
+    );
+    let ns = |usec: Option<u64>| usec.map(|v| v.saturating_mul(1000));
+    r.cpu_total_ns = ns(total);
+    r.cpu_user_ns = ns(user);
+    r.cpu_system_ns = ns(system);
+    r.throttled_periods = periods;
+    r.throttled_time_ns = ns(throttled);
 }

@@ -420,6 +420,24 @@ fn kept_files_of_a_removed_cgroup_read_nothing() {
 }
 
 #[test]
+fn a_file_longer_than_the_buffer_keeps_its_complete_lines() {
+    let root = one_cgroup_tree("100\n");
+    // `anon` first, then filler up to a `file` line that straddles the 16 KiB read
+    let mut text = String::from("anon 5\n");
+    while text.len() < 16 * 1024 - 8 {
+        text.push_str("pgfault 1\n");
+    }
+    text.push_str("file 123456789\n");
+    assert!(text.len() > 16 * 1024);
+    fs::write(root.path().join("a.service/memory.stat"), &text).expect("write");
+    let mut files = CgroupFiles::open(root.path(), CgroupLayout::V2, "/a.service").expect("open");
+    let r = files.read().expect("a reading");
+    assert_eq!(r.mem_rss, Some(5));
+    // the cut line is not read as `file 12…`
+    assert_eq!(r.mem_cache, None);
+}
+
+#[test]
 fn keyed_lookup_agrees_with_the_parsed_map() {
     let texts = [
         "usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_throttled 3\n",
@@ -428,23 +446,27 @@ fn keyed_lookup_agrees_with_the_parsed_map() {
         "total_rss 10 extra\ntotal_rss 11\n",
         "",
     ];
+    let keys = [
+        "usage_usec",
+        "anon",
+        "file",
+        "limit",
+        "neg",
+        "rss",
+        "cache",
+        "total_rss",
+        "bogus",
+        "three",
+        "absent",
+    ];
     for text in texts {
         let map = parse_flat_keyed(text);
-        for key in [
-            "usage_usec",
-            "anon",
-            "file",
-            "limit",
-            "neg",
-            "rss",
-            "cache",
-            "total_rss",
-            "bogus",
-            "three",
-            "absent",
-        ] {
-            assert_eq!(keyed(text, key), map.get(key).copied(), "{key} in {text:?}");
+        let found = keyed(text, keys);
+        for (key, value) in keys.iter().zip(found) {
+            assert_eq!(value, map.get(key).copied(), "{key} in {text:?}");
         }
+        // one key alone finds the same
+        assert_eq!(keyed(text, ["rss"])[0], map.get("rss").copied());
     }
 }
 

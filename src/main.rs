@@ -138,7 +138,7 @@ fn run_plugin(level: tracing::Level) -> ExitCode {
     // its own; on a second worker, every hand-off between tasks (a D-Bus signal to the task's
     // monitor, its result to a waiting gRPC call, a sample to the connection) was a futex
     // wake-up of the other thread, an inter-processor interrupt on a VM (ARCHITECTURE.md,
-    // *One thread*). Blocking work goes to `spawn_blocking`, log forwarding to its own threads.
+    // *One thread*, which lists what goes to `spawn_blocking` and what stays inline).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -197,17 +197,27 @@ impl<S: Systemd> Driver<S> {
     }
 
     /// RecoverTask: resumes forwarding a recovered task's output (the spec is Nomad's handle).
-    pub fn resume_logs(&self, spec: &crate::task::TaskSpec) {
-        if let Ok(task) = self.get(&spec.id) {
-            self.follow_logs(spec, &task.unit);
+    pub async fn resume_logs(&self, spec: &crate::task::TaskSpec) {
+        if self.config().logs != crate::config::plugin::Logs::Both {
+            return;
         }
+        let Ok(task) = self.get(&spec.id) else {
+            return;
+        };
+        // off the async thread, as at StartTask
+        let (out, err) = (spec.stdout_path.clone(), spec.stderr_path.clone());
+        let missing = tokio::task::spawn_blocking(move || start::log_fifos_missing(&out, &err))
+            .await
+            .unwrap_or(true);
+        self.follow_logs(spec, &task.unit, missing);
     }
 
     /// `logs = "both"`: follows the task's logmon files (StartTask, and RecoverTask with the
-    /// spec from Nomad's handle) when its output goes to Nomad's FIFOs.
-    pub fn follow_logs(&self, spec: &crate::task::TaskSpec, unit: &str) {
+    /// spec from Nomad's handle) when its output goes to Nomad's FIFOs (`fifos_missing`: what
+    /// `start::log_fifos_missing` found).
+    pub fn follow_logs(&self, spec: &crate::task::TaskSpec, unit: &str, fifos_missing: bool) {
         if self.config().logs != crate::config::plugin::Logs::Both
-            || start::log_fifos_missing(&spec.stdout_path, &spec.stderr_path)
+            || fifos_missing
             || spec.stdout_path.is_empty()
             || spec.stdout_path == "/dev/null"
         {

@@ -89,7 +89,7 @@ pub(super) fn watch(dir: PathBuf, flag: Arc<AtomicBool>, cancel: CancellationTok
 /// count (facility 0: a process writing to `/dev/kmsg` logs as `user`), only a victim in
 /// `cgroup` or below it, and only records newer than `since` (an installed unit's cgroup path
 /// is the same for each run). False when the record has left the ring buffer or kmsg cannot
-/// be read. Reads the whole buffer: call it off the async workers.
+/// be read. Reads the whole buffer: call it off the async thread.
 pub(super) fn kernel_logged_oom(cgroup: &str, since: std::time::SystemTime) -> bool {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;

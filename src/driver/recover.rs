@@ -58,7 +58,21 @@ impl<S: Systemd> Driver<S> {
     /// where it is missing); only a unit that is not running any more is read in full, for its
     /// exit status.
     async fn recovered_status(&self, unit: &str) -> Result<Option<UnitStatus>> {
-        let Some(listed) = self.sd.unit_state(unit).await? else {
+        // cgroup v1: the monitor reads the memory cgroup's OOM count before this RecoverTask
+        // returns (systemd cannot report an OOM kill there); one `Get` on v1 only, asked
+        // together with the state (a restore in sequence waits for one round trip, not two)
+        let v1 = self
+            .layout()
+            .is_some_and(|l| l != crate::stats::CgroupLayout::V2);
+        let control_group = async {
+            if v1 {
+                self.sd.control_group(unit).await.ok().flatten()
+            } else {
+                None
+            }
+        };
+        let (listed, control_group) = tokio::join!(self.sd.unit_state(unit), control_group);
+        let Some(listed) = listed? else {
             return Ok(None);
         };
         if listed.active_state != "active" || listed.sub_state != "running" {
@@ -71,18 +85,7 @@ impl<S: Systemd> Driver<S> {
                 None => return Ok(None),
             },
         };
-        // cgroup v1: the monitor reads the memory cgroup's OOM count before this RecoverTask
-        // returns (systemd cannot report an OOM kill there); one `Get` on v1 only
-        let control_group = match self.layout() {
-            Some(l) if l != crate::stats::CgroupLayout::V2 => self
-                .sd
-                .control_group(unit)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+        let control_group = control_group.unwrap_or_default();
         Ok(Some(UnitStatus {
             load_state: listed.load_state,
             active_state: listed.active_state,

@@ -38,11 +38,14 @@ impl<S: Systemd> Driver<S> {
             spec.user.clone()
         };
         // the host's facts the pure planner needs: file system and user database lookups,
-        // off the async workers
-        let (mut spec, account) = tokio::task::spawn_blocking(move || {
+        // off the async thread
+        // (a `stat` of Nomad's log FIFOs too: the alloc dir may be on a network file system,
+        // and a `stat` there can hang, which on the plugin's one thread would stop every task)
+        let (mut spec, account, fifos_missing) = tokio::task::spawn_blocking(move || {
             resolve_devices(&mut spec.devices);
             let account = (!user.is_empty()).then(|| (user.clone(), user_groups(&user)));
-            (spec, account)
+            let fifos_missing = log_fifos_missing(&spec.stdout_path, &spec.stderr_path);
+            (spec, account, fifos_missing)
         })
         .await
         .map_err(|e| DriverError::InvalidArgument(format!("looking up host facts: {e}")))?;
@@ -60,7 +63,7 @@ impl<S: Systemd> Driver<S> {
             }
         }
         let host = crate::unit::Host {
-            log_fifos_missing: log_fifos_missing(&spec.stdout_path, &spec.stderr_path),
+            log_fifos_missing: fifos_missing,
             ..self.host()
         };
         let plan = plan_on(&spec, &cfg, &config, host)?;
@@ -116,7 +119,7 @@ impl<S: Systemd> Driver<S> {
             .iter()
             .any(|(n, v)| n == "StandardOutput" && v.starts_with("file:"))
         {
-            self.follow_logs(&spec, &plan.unit);
+            self.follow_logs(&spec, &plan.unit, fifos_missing);
         }
         tracing::info!(unit = %plan.unit, task_id = %spec.id, "task started");
         Ok(Handle { state })

@@ -55,6 +55,7 @@ struct Sampler<S: Systemd> {
     /// The first sample is taken at once, the others at the ticks.
     first: bool,
     ticker: tokio::time::Interval,
+    _open: Open,
 }
 
 impl<S: Systemd> Sampler<S> {
@@ -110,6 +111,7 @@ impl<S: Systemd> Driver<S> {
     ) -> Result<impl Stream<Item = StatsSample> + Send + 'static> {
         let task = self.get(id)?;
         let compute = self.compute();
+        let (counted, open) = Open::new();
         let sampler = Sampler {
             driver: Arc::clone(self),
             task,
@@ -117,7 +119,8 @@ impl<S: Systemd> Driver<S> {
             files: None,
             looked_up: false,
             first: true,
-            ticker: ticker(interval.max(Duration::from_millis(100))),
+            ticker: ticker(interval.max(Duration::from_millis(100)), id, open),
+            _open: counted,
         };
         Ok(futures::stream::unfold(sampler, |mut s| async move {
             s.next().await.map(|sample| (sample, s))
@@ -125,23 +128,70 @@ impl<S: Systemd> Driver<S> {
     }
 }
 
+/// Most phases the grid of one period has: streams are spread over them by task id, one
+/// phase per [`PER_PHASE`] open streams, so that a node's samples come in bursts none of which
+/// holds the plugin's one thread for long (1,000 tasks at Nomad's 1 s: 8 bursts of ~6–12 ms),
+/// while a few streams share one wake-up.
+const PHASES: usize = 8;
+const PER_PHASE: usize = 128;
+
+/// TaskStats streams open in this process.
+static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a stream as open for as long as it lives.
+struct Open;
+
+impl Open {
+    /// The new stream's count, and how many streams were open before it.
+    fn new() -> (Self, usize) {
+        (
+            Open,
+            OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Ticks every `period` on a grid shared by every stream of the same period in this process
-/// (multiples of `period` since the process's first stream), so that one timer wake-up serves
-/// them all and their samples leave in a few writes, not one wake-up and one write per task.
-/// The first tick is the first grid point at least half a period away (the sample taken at
-/// once needs no company); a reader that fell behind gets the next grid point, not a burst.
-fn ticker(period: Duration) -> tokio::time::Interval {
+/// (multiples of `period` since the process's first stream, shifted by a phase chosen by the
+/// task's id among as many as `open` streams call for, see [`PHASES`]), so that one timer
+/// wake-up serves many streams and their samples leave in a few writes, not one wake-up and
+/// one write per stream. The first tick is the first grid point at least half a period away
+/// (the sample taken at once needs no company); a reader that fell behind gets one sample when
+/// it asks, then the grid again.
+fn ticker(period: Duration, task_id: &str, open: usize) -> tokio::time::Interval {
     static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    debug_assert!(!period.is_zero());
+    let phase = {
+        let phases = u32::try_from((open / PER_PHASE + 1).min(PHASES)).unwrap_or(1);
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(task_id, &mut h);
+        let slot = std::hash::Hasher::finish(&h) % u64::from(phases);
+        period / phases * u32::try_from(slot).unwrap_or(0)
+    };
+    let epoch = EPOCH
+        .get_or_init(tokio::time::Instant::now)
+        .checked_add(phase);
     let now = tokio::time::Instant::now();
-    // (an absurd period from the caller: no grid, the ticks just follow one another)
-    let first = now.checked_add(period / 2).and_then(|soonest| {
-        let since = soonest.saturating_duration_since(epoch).as_nanos();
-        let periods = since.div_ceil(period.as_nanos().max(1));
-        let offset = u64::try_from(periods.checked_mul(period.as_nanos())?).ok()?;
-        epoch.checked_add(Duration::from_nanos(offset))
-    });
-    let first = first.or_else(|| now.checked_add(period)).unwrap_or(now);
+    let first = epoch
+        .zip(now.checked_add(period / 2))
+        .and_then(|(epoch, soonest)| {
+            let since = soonest.saturating_duration_since(epoch).as_nanos();
+            let periods = since.div_ceil(period.as_nanos().max(1));
+            let offset = u64::try_from(periods.checked_mul(period.as_nanos())?).ok()?;
+            epoch.checked_add(Duration::from_nanos(offset))
+        });
+    // an absurd period from the caller (past what an Instant can hold): one tick, far away
+    let far = || now.checked_add(Duration::from_secs(100 * 365 * 86_400));
+    let first = first
+        .or_else(|| now.checked_add(period))
+        .or_else(far)
+        .unwrap_or(now);
     let mut ticker = tokio::time::interval_at(first, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticker

@@ -133,7 +133,7 @@ impl<S: Systemd> DriverRpc for DriverService<S> {
             .await
             .map_err(to_status)?;
         if let Some(c) = &handle.config {
-            self.core.resume_logs(&super::convert::task_spec(c));
+            self.core.resume_logs(&super::convert::task_spec(c)).await;
         }
         Ok(Response::new(RecoverTaskResponse {}))
     }

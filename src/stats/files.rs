@@ -224,12 +224,12 @@ impl CgroupFiles {
 
     /// The file's text: `Some(None)` when it is not open, `None` when reading it failed.
     ///
-    /// One `pread` from offset 0: every file read here is a single-record seq file (cgroupfs'
-    /// `cgroup_seqfile_start` in the kernel treats a file without its own iterator like
-    /// `single_open`), which the kernel formats whole and copies out as far as the buffer
-    /// allows, so a read shorter than the buffer is the whole file; asking again for the end of
-    /// file would double the system calls of a sample. A file that fills the buffer keeps its
-    /// complete lines.
+    /// One `pread` from offset 0: every file read here is a single-record seq file (a cgroup
+    /// file without a `seq_start` of its own, which kernfs' `kernfs_seq_start` iterates like
+    /// `single_open`: one record at offset 0, none after), which the kernel formats whole and
+    /// copies out as far as the buffer allows, so a read shorter than the buffer is the whole
+    /// file; asking again for the end of file would double the system calls of a sample. A
+    /// file that fills the buffer keeps its complete lines.
     fn text<'b>(&self, slot: Slot, buf: &'b mut [u8; BUF]) -> Option<Option<&'b str>> {
         let Some(f) = &self.files[slot as usize] else {
             return Some(None);
@@ -260,6 +260,11 @@ impl CgroupFiles {
 /// wants three.
 #[must_use]
 pub fn keyed<const N: usize>(text: &str, keys: [&str; N]) -> [Option<u64>; N] {
+    // a key listed twice would fill only its first slot
+    debug_assert!(
+        keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k)),
+        "keys listed twice: {keys:?}"
+    );
     let mut found = [None; N];
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();

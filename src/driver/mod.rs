@@ -201,14 +201,18 @@ impl<S: Systemd> Driver<S> {
         if self.config().logs != crate::config::plugin::Logs::Both {
             return;
         }
-        let Ok(task) = self.get(&spec.id) else {
-            return;
-        };
-        // off the async thread, as at StartTask
+        // off the async thread, as at StartTask; then no await until the forwarder follows,
+        // so that a DestroyTask meanwhile is not undone
         let (out, err) = (spec.stdout_path.clone(), spec.stderr_path.clone());
         let missing = tokio::task::spawn_blocking(move || start::log_fifos_missing(&out, &err))
             .await
-            .unwrap_or(true);
+            .unwrap_or_else(|e| {
+                tracing::warn!(task_id = %spec.id, error = %e, "cannot look for the log FIFOs");
+                false
+            });
+        let Ok(task) = self.get(&spec.id) else {
+            return;
+        };
         self.follow_logs(spec, &task.unit, missing);
     }
 

@@ -128,12 +128,27 @@ impl<S: Systemd> Driver<S> {
     }
 }
 
-/// Most phases the grid of one period has: streams are spread over them by task id, one
-/// phase per [`PER_PHASE`] open streams, so that a node's samples come in bursts none of which
-/// holds the plugin's one thread for long (1,000 tasks at Nomad's 1 s: 8 bursts of ~6–12 ms),
-/// while a few streams share one wake-up.
-const PHASES: usize = 8;
+/// Phases the grid of one period has: eighths of the period. A stream takes the eighth its
+/// task id hashes to, rounded down to a multiple of 8 / n, where n (1, 2, 4 or 8) grows by one
+/// doubling per [`PER_PHASE`] streams open when it opens: a few streams share one wake-up,
+/// and a node's many are spread so that no burst holds the plugin's one thread long. The
+/// grids nest (at most 8 wake-ups per period), but streams opened while few were open stay on
+/// the coarser grids: 1,000 streams opened one after another put ~320 at the start of the
+/// period (~16 ms of samples at 0.05 ms each), ~190 at its half, ~125 at each quarter and ~60
+/// in each odd eighth (computed, not measured).
+const PHASES: u64 = 8;
 const PER_PHASE: usize = 128;
+
+/// Where a stream's grid sits in its period (see [`PHASES`]).
+fn phase_offset(period: Duration, task_id: &str, open: usize) -> Duration {
+    let phases = (open / PER_PHASE + 1).next_power_of_two().min(8) as u64;
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(task_id, &mut h);
+    let eighth = std::hash::Hasher::finish(&h) % PHASES;
+    // the eighth rounded down to one of `phases` evenly spaced ones
+    let slot = eighth - eighth % (PHASES / phases);
+    period / 8 * u32::try_from(slot).unwrap_or(0)
+}
 
 /// TaskStats streams open in this process.
 static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -158,8 +173,8 @@ impl Drop for Open {
 }
 
 /// Ticks every `period` on a grid shared by every stream of the same period in this process
-/// (multiples of `period` since the process's first stream, shifted by a phase chosen by the
-/// task's id among as many as `open` streams call for, see [`PHASES`]), so that one timer
+/// (multiples of `period` since the process's first stream, shifted by the phase the task's
+/// id and the `open` streams give, see [`PHASES`]), so that one timer
 /// wake-up serves many streams and their samples leave in a few writes, not one wake-up and
 /// one write per stream. The first tick is the first grid point at least half a period away
 /// (the sample taken at once needs no company); a reader that fell behind gets one sample when
@@ -167,13 +182,7 @@ impl Drop for Open {
 fn ticker(period: Duration, task_id: &str, open: usize) -> tokio::time::Interval {
     static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     debug_assert!(!period.is_zero());
-    let phase = {
-        let phases = u32::try_from((open / PER_PHASE + 1).min(PHASES)).unwrap_or(1);
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(task_id, &mut h);
-        let slot = std::hash::Hasher::finish(&h) % u64::from(phases);
-        period / phases * u32::try_from(slot).unwrap_or(0)
-    };
+    let phase = phase_offset(period, task_id, open);
     let epoch = EPOCH
         .get_or_init(tokio::time::Instant::now)
         .checked_add(phase);
@@ -219,5 +228,46 @@ fn to_sample(cpu: &mut CpuTracker, r: &CgroupReading) -> StatsSample {
             kernel_usage: r.mem_kernel_usage,
             kernel_max_usage: r.mem_kernel_max_usage,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_streams_share_one_phase_and_many_spread_over_nested_eighths() {
+        let period = Duration::from_millis(800);
+        let ids: Vec<String> = (0..64).map(|i| format!("task-{i}")).collect();
+        let offsets = |open| {
+            let mut v: Vec<Duration> = ids
+                .iter()
+                .map(|id| phase_offset(period, id, open))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // under 128 open streams: one phase for every task
+        assert_eq!(offsets(0), vec![Duration::ZERO]);
+        assert_eq!(offsets(127), vec![Duration::ZERO]);
+        // then halves, quarters, eighths of the period, each grid within the next
+        assert_eq!(offsets(128), vec![Duration::ZERO, period / 2]);
+        assert_eq!(
+            offsets(300),
+            (0..4).map(|k| period / 4 * k).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            offsets(1000),
+            (0..8).map(|k| period / 8 * k).collect::<Vec<_>>()
+        );
+        // a task keeps its eighth as the grid refines: its offset only rounds down
+        for id in &ids {
+            let fine = phase_offset(period, id, 1000);
+            for open in [0, 128, 300] {
+                assert!(phase_offset(period, id, open) <= fine, "{id} at {open}");
+            }
+            assert_eq!(fine, phase_offset(period, id, 5000), "{id}");
+        }
     }
 }

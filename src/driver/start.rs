@@ -37,10 +37,9 @@ impl<S: Systemd> Driver<S> {
         } else {
             spec.user.clone()
         };
-        // the host's facts the pure planner needs: file system and user database lookups,
-        // off the async thread
-        // (a `stat` of Nomad's log FIFOs too: the alloc dir may be on a network file system,
-        // and a `stat` there can hang, which on the plugin's one thread would stop every task)
+        // the host's facts the pure planner needs: file system (devices, Nomad's log FIFOs)
+        // and user database lookups, off the plugin's one thread, which a `stat` hanging on a
+        // network file system would stop for every task
         let (mut spec, account, fifos_missing) = tokio::task::spawn_blocking(move || {
             resolve_devices(&mut spec.devices);
             let account = (!user.is_empty()).then(|| (user.clone(), user_groups(&user)));

@@ -49,9 +49,9 @@ struct Sampler<S: Systemd> {
     driver: Arc<Driver<S>>,
     task: Arc<Task>,
     cpu: CpuTracker,
-    /// The cgroup's files, opened once (after the first tick) and read with pread.
+    /// The cgroup's files, opened at the first sample and read with pread (looked for again
+    /// at the next sample while there are none).
     files: Option<CgroupFiles>,
-    looked_up: bool,
     /// The first sample is taken at once, the others at the ticks.
     first: bool,
     ticker: tokio::time::Interval,
@@ -71,11 +71,9 @@ impl<S: Systemd> Sampler<S> {
             return None;
         }
         if self.files.is_none()
-            && !self.looked_up
             && let Some(layout) = self.driver.layout()
         {
             // one D-Bus call per stream: where the unit's cgroup is
-            self.looked_up = true;
             if let Ok(Some(cgroup)) = self.driver.sd.control_group(&self.task.unit).await
                 && !cgroup.is_empty()
             {
@@ -88,7 +86,6 @@ impl<S: Systemd> Sampler<S> {
                 // no cgroup files (gone, or none readable): ask systemd (MemoryCurrent,
                 // CPUUsageNSec), and look for the files again next time
                 self.files = None;
-                self.looked_up = false;
                 let st = self.driver.sd.status(&self.task.unit).await.ok().flatten();
                 CgroupReading {
                     mem_usage: st.as_ref().and_then(|s| s.memory_current),
@@ -117,7 +114,6 @@ impl<S: Systemd> Driver<S> {
             task,
             cpu: CpuTracker::new(compute.total_mhz, compute.num_cores),
             files: None,
-            looked_up: false,
             first: true,
             ticker: ticker(interval.max(Duration::from_millis(100)), id, open),
             _open: counted,
@@ -136,18 +132,20 @@ impl<S: Systemd> Driver<S> {
 /// the coarser grids: 1,000 streams opened one after another put ~320 at the start of the
 /// period (~16 ms of samples at 0.05 ms each), ~190 at its half, ~125 at each quarter and ~60
 /// in each odd eighth (computed, not measured).
-const PHASES: u64 = 8;
+const PHASES: u32 = 8;
 const PER_PHASE: usize = 128;
 
 /// Where a stream's grid sits in its period (see [`PHASES`]).
 fn phase_offset(period: Duration, task_id: &str, open: usize) -> Duration {
-    let phases = (open / PER_PHASE + 1).next_power_of_two().min(8) as u64;
+    let phases = u32::try_from((open / PER_PHASE + 1).next_power_of_two())
+        .unwrap_or(PHASES)
+        .min(PHASES);
     let mut h = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(task_id, &mut h);
-    let eighth = std::hash::Hasher::finish(&h) % PHASES;
+    let eighth = u32::try_from(std::hash::Hasher::finish(&h) % u64::from(PHASES)).unwrap_or(0);
     // the eighth rounded down to one of `phases` evenly spaced ones
     let slot = eighth - eighth % (PHASES / phases);
-    period / 8 * u32::try_from(slot).unwrap_or(0)
+    period / PHASES * slot
 }
 
 /// TaskStats streams open in this process.

@@ -110,6 +110,14 @@ async fn the_plugin_raises_its_soft_open_file_limit_to_the_hard_limit() {
         "the hard limit must be above 256 for this test: {line}"
     );
     assert_eq!(nums[0], nums[1], "soft limit not raised: {line}");
+    // the line was written before the handshake, but a thread of ours reads stderr: give it
+    // time on a busy machine
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !p.stderr_text().contains("raised the soft RLIMIT_NOFILE")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         p.stderr_text().contains("raised the soft RLIMIT_NOFILE"),
         "{}",

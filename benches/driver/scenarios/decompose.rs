@@ -1,5 +1,5 @@
 //! Where a start's time goes: the minimal unit (`ExecStart` only) plus one group of the
-//! planner's real properties at a time, each its own row beside the minimal unit.
+//! planner's real properties at a time, and the full plan minus one group, each its own row.
 //!
 //! Every row is built from the property list the driver's planner makes for the bench task
 //! (so a change to the planner shows up here without touching the bench): the minimal unit
@@ -9,11 +9,13 @@
 //! that each create or change a mount namespace get a row each; the other groups are named
 //! below. A "plus" row carries the planned `Type=exec` too and stands beside the minimal unit
 //! with `Type=exec`: without it the start job ends at `fork()`, before systemd's child builds
-//! the namespace, and the row would not time the group at all. The `Type=exec` row itself
-//! stands beside the minimal unit.
+//! the namespace, and the row would time only what PID 1 does for the group before the fork
+//! (the cgroup, `PrivateTmp`'s directories, reading the environment file). The `Type=exec` row
+//! itself stands beside the minimal unit. Every start waits [`SETTLE`] first.
 
 use std::collections::BTreeMap;
 
+use super::latency::SETTLE;
 use crate::*;
 
 /// The row a planned property belongs to.
@@ -109,9 +111,9 @@ impl Bench {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         for i in 0..k + 1 {
             // rows interleaved, so that a slow patch of the machine spreads over all of them,
-            // in a new order each pass: a start right after a sandboxed unit's stop is slower
-            // (the kernel and systemd are still tearing that unit down), so in a fixed order
-            // the rows that follow the heaviest would pay for it every time
+            // in a new order each pass and each start after a pause: a start right after a
+            // sandboxed unit's stop is slower (systemd is still tearing that unit down), and in
+            // a fixed order the rows that follow the heaviest paid for it every time
             shuffle(&mut order, i as u64);
             for &r in &order {
                 let (_, names, add) = &rows[r];
@@ -133,6 +135,7 @@ impl Bench {
                     .cloned()
                     .collect();
                 self.bare.write_env_file(plan)?;
+                tokio::time::sleep(SETTLE).await;
                 match timed(self.bare.start_transient(&plan.unit, &props)).await {
                     Ok(((), t)) => {
                         if i > 0 {
@@ -176,6 +179,10 @@ impl Bench {
                 }
                 (_, true) => {
                     let Some(base) = with_exec else {
+                        self.notes.push(format!(
+                            "decompose: row `+ {name}` has no baseline: the minimal unit with \
+                             Type=exec did not start or the plan has no Type"
+                        ));
                         continue;
                     };
                     Figure::new(
@@ -200,10 +207,11 @@ impl Bench {
             "decompose: each row is the planner's ExecStart plus one group of its other planned \
              properties (with its Type=exec, so that the start is timed to the exec), or its \
              full plan minus one group ({k} sequential starts per row, rows \
-             interleaved in a new random order each pass, nothing else running, environment \
-             file written before the timer); \
+             interleaved in a new random order each pass, each start after a {settle} ms \
+             pause, nothing else running, environment file written before the timer); \
              groups: {}",
-            listed.join("; ")
+            listed.join("; "),
+            settle = SETTLE.as_millis(),
         ));
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! JSON.
 //!
 //! ```text
-//! cargo bench --bench driver                 # full run (several minutes on two cores)
+//! cargo bench --bench driver                 # full run (about 22 minutes on two cores)
 //! cargo bench --bench driver -- --quick      # CI smoke run: small counts, about a minute
 //! cargo bench --bench driver -- --json PATH  # JSON copy elsewhere (default <target>/bench-results.json)
 //! cargo bench --bench driver -- --tasks 300 --callers 300   # other scale-phase counts
@@ -17,7 +17,8 @@
 //!   planned unit; a bare start of the minimal unit, `ExecStart` only) and StopTask beside a
 //!   bare `KillUnit` + wait for the exit;
 //! - `scenarios/decompose.rs`: the gap between the minimal and the planned unit, one row per
-//!   group of the planner's properties added to the minimal unit;
+//!   group of the planner's properties added to the minimal unit with `Type=exec`, and one per
+//!   group removed from the full plan;
 //! - `scenarios/scale.rs`: N tasks from 8 callers, pausing at each density (0, 500, 1,000
 //!   tasks running) to probe sequential start latency three ways; cleanup; the bare fill; a
 //!   burst of StartTasks at once (beyond dbus-daemon's 128 pending replies per connection);
@@ -215,11 +216,13 @@ impl Counts {
         if quick {
             Self {
                 quick: true,
-                latency: 10,
+                // latency and density rounds in multiples of 12 (or 6): every start order
+                // meets both stop orders equally often (scenarios/latency.rs)
+                latency: 12,
                 warmup: 1,
                 decompose: 3,
                 densities: vec![0, 50],
-                density_rounds: 5,
+                density_rounds: 6,
                 scale: 50,
                 callers: 8,
                 unit_mode: vec![20],
@@ -233,11 +236,11 @@ impl Counts {
         } else {
             Self {
                 quick: false,
-                latency: 100,
+                latency: 96,
                 warmup: 3,
                 decompose: 20,
                 densities: vec![0, 500, 1000],
-                density_rounds: 10,
+                density_rounds: 12,
                 scale: 1000,
                 callers: 8,
                 unit_mode: vec![20, 100],

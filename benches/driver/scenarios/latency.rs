@@ -72,6 +72,7 @@ impl Bench {
         }
         let (ps, bs): (Vec<_>, Vec<_>) = stops.into_iter().unzip();
         let call = ms(percentile(&calls_in, 50));
+        let (stop_plugin, stop_bare) = (ms(percentile(&ps, 50)), ms(percentile(&bs, 50)));
         for pct in [50, 99] {
             let (a, b) = (ms(percentile(&ps, pct)), ms(percentile(&bs, pct)));
             let mut f = Figure::new(format!("StopTask p{pct}"), "ms", a)
@@ -89,9 +90,13 @@ impl Bench {
             self.figures.push(f);
         }
         self.notes.push(format!(
-            "stop: a gRPC call into the idle plugin (InspectTask of an unknown id after a 30 ms \
-             pause, once per round) takes {call:.3} ms p50; it is part of every StopTask and of \
-             no bare kill and wait"
+            "stop: a gRPC call into the idle plugin (InspectTask of an unknown id after a {settle} \
+             ms pause, once per round) takes {call:.3} ms p50; it is part of every StopTask and \
+             of no bare kill and wait; the bare kill and wait plus that call: {floor:.2} ms p50, \
+             StopTask {ratio:.2}× that",
+            settle = SETTLE.as_millis(),
+            floor = stop_bare + call,
+            ratio = stop_plugin / (stop_bare + call),
         ));
         self.notes.push(format!(
             "latency: {n} sequential rounds (after {warmup} warm-up), task `/bin/sleep infinity` \
@@ -162,7 +167,7 @@ impl Bench {
     /// ended some tens of ms before): after a pause, and the same GetUnit that precedes each
     /// StopTask, one InspectTask of an unknown id (an answer without D-Bus or a task).
     async fn idle_call(&self) -> R<Duration> {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::time::sleep(SETTLE).await;
         self.bare.unit_path("dbus.service").await?;
         let t = Instant::now();
         match task_state(self.client(), "no-such-task".into()).await {
@@ -172,8 +177,8 @@ impl Bench {
     }
 
     /// StopTask (then an untimed DestroyTask) beside the bare equivalent of what StopTask does
-    /// before it returns: KillUnit(main) and the wait for the exit (then an untimed cleanup).
-    /// The minimal unit is stopped untimed.
+    /// before it returns: KillUnit(main) and the wait for the exit (then an untimed cleanup),
+    /// each after a pause of [`SETTLE`]. The minimal unit is stopped untimed.
     pub(crate) async fn stop_pair(
         &self,
         handle: &TaskHandle,
@@ -195,11 +200,17 @@ impl Bench {
                     )
                 })
         };
-        let (((), p), ((), q)) = if i.is_multiple_of(2) {
+        // each stop after the same pause as the idle call; which goes first alternates every
+        // six rounds, so that each of the six start orders meets both stop orders
+        let (((), p), ((), q)) = if (i / 6).is_multiple_of(2) {
+            tokio::time::sleep(SETTLE).await;
             let a = plugin.await.map_err(|e| self.with_log(e))?;
+            tokio::time::sleep(SETTLE).await;
             (a, base.await?)
         } else {
+            tokio::time::sleep(SETTLE).await;
             let q = base.await?;
+            tokio::time::sleep(SETTLE).await;
             (plugin.await.map_err(|e| self.with_log(e))?, q)
         };
         destroy_task(self.client(), task_id(handle)).await?;

@@ -146,7 +146,7 @@ impl Bench {
             .target(format!("all {n}"), running == n && active >= n),
         );
         self.figures.push(
-            Figure::new("plugin RSS idle", "MiB", idle_rss).target("≤ 15 MB", idle_rss <= 15.0),
+            Figure::new("plugin RSS idle", "MiB", idle_rss).target("≤ 15 MiB", idle_rss <= 15.0),
         );
         self.figures.push(
             Figure::new(format!("plugin RSS at {n} tasks, no streams"), "MiB", rss)
